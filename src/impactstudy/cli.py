@@ -1,0 +1,162 @@
+"""The `impactstudy` command: a thin shell over the pipeline's stages."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import click
+
+from impactstudy import __version__
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_PROBLEMS = 2
+EXIT_INTERNAL = 1
+
+STUDY_ARG_HELP = "Study folder (default: the bundled WeChat 2018 study)."
+
+
+def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn study problems into a listing and exit 2; never show a traceback unless --debug."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from impactstudy.study import StudyError
+
+        try:
+            return fn(*args, **kwargs)
+        except StudyError as exc:
+            _print_problems(exc.problems)
+            sys.exit(EXIT_PROBLEMS)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            ctx = click.get_current_context(silent=True)
+            debug = bool(ctx and ctx.find_root().params.get("debug"))
+            if debug:
+                traceback.print_exc()
+            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            if not debug:
+                click.echo("(this is a bug in impactstudy; rerun with --debug for details)",
+                           err=True)
+            sys.exit(EXIT_INTERNAL)
+
+    return wrapper
+
+
+def _print_problems(problems: list[object]) -> None:
+    n = len(problems)
+    click.echo(f"{n} problem{'s' if n != 1 else ''}:", err=True)
+    for p in problems:
+        click.echo(f"  {p}", err=True)
+
+
+def _study_path(study: str | None) -> Path:
+    from impactstudy.study import bundled_study
+
+    return Path(study) if study else bundled_study()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="impactstudy")
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+def cli(debug: bool) -> None:
+    """Measure the economic and employment impact of a digital platform ecosystem.
+
+    A study is a folder (study.toml, XLSForm questionnaires, frames, indicators, model,
+    history). Without a STUDY argument the commands use the bundled WeChat 2018 study.
+
+    \b
+    Examples:
+      impactstudy check
+      impactstudy run
+      impactstudy check path/to/my-study
+    """
+
+
+@cli.command()
+@click.argument("study", required=False, type=click.Path(file_okay=False))
+@_friendly
+def check(study: str | None) -> None:
+    """Validate a study and print a summary; list every problem if there are any.
+
+    Exit code 0 when the study is clean, 2 when it has problems.
+
+    \b
+    Example:
+      impactstudy check studies/wechat-2018
+    """
+    from impactstudy.study import load
+
+    s = load(_study_path(study))
+    click.echo(summary(s))
+
+
+@cli.command()
+@click.argument("study", required=False, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default="out", show_default=True,
+              help="Folder for the run's artifacts.")
+@_friendly
+def run(study: str | None, out: str) -> None:
+    """Run the whole study: check, then (as they are built) simulate or import, screen,
+    weight, estimate, model and report.
+
+    \b
+    Example:
+      impactstudy run --out out/
+    """
+    from impactstudy.study import load
+
+    s = load(_study_path(study))
+    click.echo(summary(s))
+    click.echo("")
+    click.echo("check: the study is valid.")
+    click.echo("Later stages are not built yet; `run` will add, in order: simulate (synthetic "
+               "responses with a known truth), quality screening, calibration weighting, "
+               "design-based estimates, the input-output impact model with uncertainty, and "
+               f"the bilingual report (HTML, PDF, XLSX) in {out}/.")
+
+
+def summary(s: object) -> str:
+    """A few lines describing a loaded study: groups, items, indicators, frames."""
+    from impactstudy.study import Study
+
+    assert isinstance(s, Study)
+    lang = s.config.study.default_language
+    lines = [f"{s.title(lang)} ({s.id}, {s.config.study.year})",
+             f"  fieldwork {s.config.fieldwork.start} to {s.config.fieldwork.end}, modes "
+             f"{', '.join(s.config.fieldwork.modes)}; languages {', '.join(s.languages)}",
+             f"  sample: {s.config.sample.target_valid} valid responses, stratified by "
+             f"{s.config.sample.stratify_by}",
+             "  groups:"]
+    for gid, g in s.groups.items():
+        n_ind = sum(1 for i in s.indicators.values() if gid in i.groups)
+        pop = s.frames.populations.get(gid)
+        pop_text = f"population {pop.population:,.0f} {pop.unit}" if pop else ""
+        lines.append(f"    {gid:<15} {g.label.get(lang, gid)}: {len(g.form.questions)} items, "
+                     f"target {g.spec.sample.target_valid}, {n_ind} indicators, {pop_text}")
+    published = sum(1 for i in s.indicators.values() if i.spec.published is not None)
+    lines.append(f"  indicators: {len(s.indicators)} ({published} with a published value)")
+    lines.append(f"  frames: {len(s.frames.geography)} provinces, "
+                 f"{len(s.frames.populations)} populations, "
+                 f"{sum(len(m) for m in s.frames.margins.values())} margins, "
+                 f"{len(s.frames.statistics)} statistics")
+    lines.append(f"  model: {len(s.model.quantity)} quantities, {len(s.model.param)} "
+                 f"parameters; history: {len(s.history)} points")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    cli(prog_name="impactstudy")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,554 @@
+"""Load a study folder and validate all of it, reporting every problem with its place."""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from impactstudy.forms import Expression, ExpressionError, Form, FormError, load_form, parse
+from impactstudy.forms.expr import Node
+from impactstudy.problems import Problem, rel
+from impactstudy.study import schema
+from impactstudy.study.model import (
+    Frames,
+    Group,
+    HistoryPoint,
+    Indicator,
+    Margin,
+    Population,
+    Province,
+    Statistic,
+    Study,
+)
+from impactstudy.study.tables import Column, Table, duplicates, read_table, read_text
+
+__all__ = ["StudyError", "load"]
+
+M = TypeVar("M", bound=BaseModel)
+_TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
+_CODE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SELECTS = ("select_one", "select_multiple")
+
+
+class StudyError(Exception):
+    """A study that cannot be used; `problems` lists every problem, each with its place."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        n = len(problems)
+        lines = [f"{n} problem{'s' if n != 1 else ''} in the study:"]
+        lines += [f"  {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+class _Loader:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.problems: list[Problem] = []
+
+    def shown(self, path: Path) -> str:
+        return rel(path, self.root)
+
+    def add(self, message: str, **place: Any) -> None:
+        self.problems.append(Problem(message, **place))
+
+    # -- files ---------------------------------------------------------------------------
+
+    def resolve(self, relpath: str, key: str) -> Path | None:
+        p = Path(relpath)
+        if p.is_absolute() or ".." in p.parts:
+            self.add("must be a path inside the study folder", file="study.toml", key=key)
+            return None
+        return self.root / p
+
+    def toml(self, name: str, model: type[M], *, list_key: str | None = None) -> M | None:
+        path = self.root / name
+        text = read_text(path, name, self.problems)
+        if text is None:
+            return None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            msg = str(exc)
+            m = _TOML_AT.search(msg)
+            row = int(m.group(1)) if m else None
+            col = m.group(2) if m else None
+            self.add(f"TOML syntax error: {_TOML_AT.sub('', msg).strip()}"
+                     + (f" (column {col})" if col else ""), file=name, row=row)
+            return None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            for err in exc.errors():
+                self.add(_pydantic_message(err), file=name,
+                         key=_loc(err["loc"], data, list_key))
+            return None
+
+    # -- expressions ---------------------------------------------------------------------
+
+    def expression(self, source: str | None, *, file: str, key: str,
+                   forms: Iterable[Form], bare: str = "error") -> Expression | None:
+        if source is None:
+            return None
+        try:
+            ex = parse(source, bare_names=bare)  # type: ignore[arg-type]
+        except ExpressionError as exc:
+            self.add(f"malformed expression {source!r}: {exc}", file=file, key=key)
+            return None
+        for form in forms:
+            for ref in sorted(ex.refs - form.fields.keys()):
+                self.add(f"${{{ref}}} is not a field of questionnaire {form.form_id!r}",
+                         file=file, key=key)
+            for msg in literal_choice_problems(form, ex):
+                self.add(msg, file=file, key=key)
+        return ex
+
+
+def _loc(loc: tuple[int | str, ...], data: Any, list_key: str | None) -> str:
+    parts: list[str] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            label = f"[{part + 1}]"
+            if i == 1 and list_key and isinstance(node, list) and part < len(node):
+                item = node[part]
+                if isinstance(item, dict) and "id" in item:
+                    label += f" (id {item['id']})"
+            parts.append(label)
+        else:
+            parts.append(("." if parts else "") + str(part))
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return "".join(parts)
+
+
+def _pydantic_message(err: Any) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err.get("msg", "invalid"))
+    msg = msg.removeprefix("Value error, ")
+    value = err.get("input")
+    if kind not in ("model_type", "dict_type") and value is not None and not isinstance(
+        value, dict | list
+    ):
+        msg += f" (got {value!r})"
+    return msg
+
+
+def literal_choice_problems(form: Form, ex: Expression) -> list[str]:
+    """Choice codes written as literals next to a select field that are not its choices:
+    `selected(${pay}, 'retial')`, `${org_type} = 'goverment'`."""
+    out: list[str] = []
+
+    def check(ref: Node, lit: Node) -> None:
+        if ref.kind != "ref" or lit.kind != "str":
+            return
+        f = form.fields.get(str(ref.value))
+        if f is None or f.type not in _SELECTS or f.choice_list not in form.choice_lists:
+            return
+        names = form.choice_lists[f.choice_list].names
+        code = str(lit.value)
+        if code not in names and not (code == "other" and f"{f.name}_other" in form.fields):
+            out.append(f"{code!r} is not a choice of ${{{f.name}}} in questionnaire "
+                       f"{form.form_id!r} (list {f.choice_list!r})")
+
+    def walk(n: Node) -> None:
+        if n.kind == "call" and n.value == "selected" and len(n.args) == 2:
+            check(n.args[0], n.args[1])
+        if n.kind == "bin" and n.value in ("=", "!="):
+            a, b = n.args
+            check(a, b)
+            check(b, a)
+        for arg in n.args:
+            walk(arg)
+
+    walk(ex.tree)
+    return out
+
+
+# --- frames -------------------------------------------------------------------------------
+
+GEOGRAPHY = [Column("code", "nonempty"), Column("region", "nonempty"),
+             Column("population", "int"), Column("year", "int"), Column("source", "nonempty"),
+             Column("note", optional=True)]
+POPULATIONS = [Column("group", "nonempty"), Column("population", "number"),
+               Column("unit", "nonempty"), Column("year", "int"), Column("basis", "nonempty"),
+               Column("source", "nonempty"), Column("note", optional=True)]
+MARGINS = [Column("group", "nonempty"), Column("variable", "nonempty"),
+           Column("category", "nonempty"), Column("share", "number"),
+           Column("source", "nonempty"), Column("note", optional=True)]
+STATISTICS = [Column("key", "nonempty"), Column("value", "number"), Column("unit", "nonempty"),
+              Column("year", "int"), Column("source", "nonempty"), Column("note", optional=True)]
+HISTORY = [Column("series", "nonempty"), Column("year", "int"), Column("value", "number"),
+           Column("unit", "nonempty"), Column("definition", "nonempty"),
+           Column("source", "nonempty"), Column("note", optional=True)]
+
+
+def _rows(t: Table) -> Iterable[tuple[int, dict[str, str]]]:
+    return zip(t.row_numbers, t.rows, strict=True)
+
+
+def _load_frames(ld: _Loader, cfg: schema.StudyConfig, groups: dict[str, Group]) -> Frames:
+    fr = cfg.frames
+    frames = Frames()
+    langs = cfg.study.languages
+    ok = len(ld.problems)
+
+    path = ld.resolve(fr.geography, "frames.geography")
+    geo_cols = [*GEOGRAPHY, *[Column(f"name_{lang}", "nonempty") for lang in langs]]
+    t = read_table(path, ld.shown(path), geo_cols, ld.problems) if path else None
+    if t and len(ld.problems) == ok:
+        duplicates(t, ["code"], ld.problems)
+        for n, r in _rows(t):
+            if not _CODE.match(r["code"]):
+                ld.add(f"code {r['code']!r} must be ASCII letters, digits and _",
+                       file=t.file, row=n, column="code")
+            frames.geography.append(Province(
+                r["code"], {lang: r[f"name_{lang}"] for lang in langs}, r["region"],
+                int(float(r["population"])), int(float(r["year"])), r["source"]))
+
+    path = ld.resolve(fr.populations, "frames.populations")
+    ok = len(ld.problems)
+    t = read_table(path, ld.shown(path), POPULATIONS, ld.problems) if path else None
+    if t and len(ld.problems) == ok:
+        duplicates(t, ["group"], ld.problems)
+        for n, r in _rows(t):
+            if r["group"] not in cfg.groups:
+                ld.add(f"group {r['group']!r} is not a group of study.toml "
+                       f"({', '.join(cfg.groups)})", file=t.file, row=n, column="group")
+            if r["basis"] not in ("published", "assumption", "estimate"):
+                ld.add("basis must be published, assumption or estimate",
+                       file=t.file, row=n, column="basis")
+            if float(r["population"]) <= 0:
+                ld.add("population must be positive", file=t.file, row=n, column="population")
+            frames.populations[r["group"]] = Population(
+                r["group"], float(r["population"]), r["unit"], int(float(r["year"])),
+                r["basis"], r["source"], r.get("note", ""))
+        for g in cfg.groups:
+            if g not in frames.populations:
+                ld.add(f"no population for group {g!r}", file=t.file)
+
+    if fr.margins:
+        path = ld.resolve(fr.margins, "frames.margins")
+        ok = len(ld.problems)
+        t = read_table(path, ld.shown(path), MARGINS, ld.problems) if path else None
+        if t and len(ld.problems) == ok:
+            _margins(ld, t, groups, frames)
+
+    if fr.statistics:
+        path = ld.resolve(fr.statistics, "frames.statistics")
+        ok = len(ld.problems)
+        t = read_table(path, ld.shown(path), STATISTICS, ld.problems) if path else None
+        if t and len(ld.problems) == ok:
+            duplicates(t, ["key"], ld.problems)
+            for n, r in _rows(t):
+                if not re.match(r"^[a-z][a-z0-9_]*$", r["key"]):
+                    ld.add(f"key {r['key']!r} must be lower snake_case", file=t.file, row=n,
+                           column="key")
+                frames.statistics[r["key"]] = Statistic(
+                    r["key"], float(r["value"]), r["unit"], int(float(r["year"])), r["source"])
+    return frames
+
+
+def _margins(ld: _Loader, t: Table, groups: dict[str, Group], frames: Frames) -> None:
+    duplicates(t, ["group", "variable", "category"], ld.problems)
+    collected: dict[tuple[str, str], list[tuple[int, str, float, str]]] = {}
+    for n, r in _rows(t):
+        share = float(r["share"])
+        if not 0 <= share <= 1:
+            ld.add(f"share {share} is not between 0 and 1", file=t.file, row=n, column="share")
+        collected.setdefault((r["group"], r["variable"]), []).append(
+            (n, r["category"], share, r["source"]))
+    for (g, var), items in collected.items():
+        first = items[0][0]
+        group = groups.get(g)
+        if group is None:
+            ld.add(f"group {g!r} is not a group of the study", file=t.file, row=first,
+                   column="group")
+            continue
+        f = group.form.fields.get(var)
+        if f is None:
+            ld.add(f"variable {var!r} is not a field of questionnaire {g!r}", file=t.file,
+                   row=first, column="variable")
+            continue
+        if f.type in _SELECTS and f.choice_list in group.form.choice_lists:
+            names = group.form.choice_lists[f.choice_list].names
+            for n, cat, _, _ in items:
+                if cat not in names:
+                    ld.add(f"category {cat!r} is not a choice of {var!r} in questionnaire "
+                           f"{g!r}", file=t.file, row=n, column="category")
+            missing = [c for c in names if c not in {i[1] for i in items}]
+            if missing and f.type == "select_one":
+                ld.add(f"margin {g}/{var} has no share for {', '.join(missing)} (give 0 "
+                       "if the category is empty in the population)", file=t.file, row=first,
+                       column="category")
+        elif f.type != "calculate":
+            ld.add(f"variable {var!r} is a {f.type}; margins need a select_one or calculate",
+                   file=t.file, row=first, column="variable")
+        total = math.fsum(i[2] for i in items)
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            ld.add(f"shares of {g}/{var} sum to {total:.9g}, not 1", file=t.file, row=first,
+                   column="share")
+        frames.margins.setdefault(g, {})[var] = Margin(
+            g, var, {i[1]: i[2] for i in items}, tuple(sorted({i[3] for i in items})))
+
+
+# --- groups ---------------------------------------------------------------------------------
+
+def _load_groups(ld: _Loader, cfg: schema.StudyConfig) -> dict[str, Group]:
+    groups: dict[str, Group] = {}
+    for gid, spec in cfg.groups.items():
+        key = f"groups.{gid}"
+        for lang in cfg.study.languages:
+            if lang not in spec.label:
+                ld.add(f"label is missing in language {lang!r}", file="study.toml",
+                       key=f"{key}.label")
+        for mode in spec.sample.modes:
+            if mode not in cfg.fieldwork.modes:
+                ld.add(f"mode {mode!r} is not a fieldwork mode ({cfg.fieldwork.modes})",
+                       file="study.toml", key=f"{key}.sample.modes")
+        path = ld.resolve(spec.questionnaire, f"{key}.questionnaire")
+        if path is None:
+            continue
+        try:
+            form = load_form(path, languages=cfg.study.languages, shown_as=ld.shown(path))
+        except FormError as exc:
+            ld.problems.extend(exc.problems)
+            continue
+        if form.form_id != gid:
+            ld.add(f"settings form_id is {form.form_id!r}; it must be the group id {gid!r}",
+                   file=ld.shown(path), sheet="settings", column="form_id")
+        if cfg.sample.stratify_by not in form.fields:
+            ld.add(f"questionnaire has no field {cfg.sample.stratify_by!r} to stratify by "
+                   "(sample.stratify_by)", file=ld.shown(path))
+        groups[gid] = Group(gid, spec, form)
+    for gid, group in groups.items():
+        _check_group_quality(ld, gid, group)
+    return groups
+
+
+def _check_group_quality(ld: _Loader, gid: str, group: Group) -> None:
+    spec, form = group.spec, group.form
+    for i, chk in enumerate(spec.quality.attention_checks):
+        key = f"groups.{gid}.quality.attention_checks[{i + 1}]"
+        if chk.field not in form.fields:
+            ld.add(f"{chk.field!r} is not a field of questionnaire {gid!r}", file="study.toml",
+                   key=key)
+        ld.expression(chk.pass_, file="study.toml", key=f"{key}.pass", forms=[form])
+    for i, bat in enumerate(spec.quality.batteries):
+        key = f"groups.{gid}.quality.batteries[{i + 1}]"
+        for item in bat.items:
+            f = form.fields.get(item)
+            if f is None:
+                ld.add(f"{item!r} is not a field of questionnaire {gid!r}", file="study.toml",
+                       key=key)
+            elif f.type != "select_one":
+                ld.add(f"battery item {item!r} is a {f.type}, not a select_one",
+                       file="study.toml", key=key)
+        lists = {form.fields[i].choice_list for i in bat.items if i in form.fields}
+        if len(lists) > 1:
+            ld.add(f"battery items use different scales: {sorted(map(str, lists))}",
+                   file="study.toml", key=key)
+    for var in spec.weighting.margins:
+        if var not in form.fields:
+            ld.add(f"weighting margin {var!r} is not a field of questionnaire {gid!r}",
+                   file="study.toml", key=f"groups.{gid}.weighting.margins")
+
+
+# --- indicators -----------------------------------------------------------------------------
+
+def _load_indicators(ld: _Loader, cfg: schema.StudyConfig,
+                     groups: dict[str, Group]) -> dict[str, Indicator]:
+    out: dict[str, Indicator] = {}
+    spec = ld.toml("indicators.toml", schema.IndicatorsFile, list_key="indicator")
+    if spec is None:
+        return out
+    for i, ind in enumerate(spec.indicator):
+        key = f"indicator[{i + 1}] (id {ind.id})"
+        if ind.id in out:
+            ld.add(f"indicator id {ind.id!r} is used twice", file="indicators.toml", key=key)
+            continue
+        for lang in cfg.study.languages:
+            if lang not in ind.label:
+                ld.add(f"label is missing in language {lang!r}", file="indicators.toml",
+                       key=f"{key}.label")
+        forms: list[Form] = []
+        for g in ind.groups:
+            if g not in cfg.groups:
+                ld.add(f"group {g!r} is not a group of study.toml", file="indicators.toml",
+                       key=f"{key}.group")
+            elif g in groups:
+                forms.append(groups[g].form)
+        ex = ld.expression(ind.expression, file="indicators.toml", key=f"{key}.expression",
+                           forms=forms)
+        dom = ld.expression(ind.domain, file="indicators.toml", key=f"{key}.domain",
+                            forms=forms)
+        den = ld.expression(ind.denominator, file="indicators.toml",
+                            key=f"{key}.denominator", forms=forms)
+        if ex is not None:
+            out[ind.id] = Indicator(ind, ex, dom, den)
+    return out
+
+
+# --- model and history ----------------------------------------------------------------------
+
+def _load_history(ld: _Loader) -> list[HistoryPoint]:
+    path = ld.root / "history.csv"
+    ok = len(ld.problems)
+    t = read_table(path, "history.csv", HISTORY, ld.problems)
+    out: list[HistoryPoint] = []
+    if t is None or len(ld.problems) > ok:
+        return out
+    duplicates(t, ["series", "year"], ld.problems)
+    for n, r in _rows(t):
+        if not re.match(r"^[a-z][a-z0-9_]*$", r["series"]):
+            ld.add(f"series {r['series']!r} must be lower snake_case", file="history.csv",
+                   row=n, column="series")
+        out.append(HistoryPoint(r["series"], int(float(r["year"])), float(r["value"]),
+                                r["unit"], r["definition"], r["source"]))
+    return out
+
+
+def _load_model(ld: _Loader, frames: Frames, indicators: dict[str, Indicator],
+                history: list[HistoryPoint], cfg: schema.StudyConfig) -> schema.ModelFile | None:
+    model = ld.toml("model.toml", schema.ModelFile)
+    if model is None:
+        return None
+    hist = {f"{h.series}.{h.year}" for h in history}
+    frame_keys = frames.keys()
+    deps: dict[str, set[str]] = {}
+    for name, param in model.param.items():
+        for preset in param.presets:
+            if preset not in model.model.presets:
+                ld.add(f"preset {preset!r} is not declared in model.presets",
+                       file="model.toml", key=f"param.{name}.presets")
+    if model.model.default_preset not in model.model.presets:
+        ld.add(f"default_preset {model.model.default_preset!r} is not one of presets",
+               file="model.toml", key="model.default_preset")
+    for name, q in model.quantity.items():
+        key = f"quantity.{name}.formula"
+        for lang in cfg.study.languages:
+            if lang not in q.label:
+                ld.add(f"label is missing in language {lang!r}", file="model.toml",
+                       key=f"quantity.{name}.label")
+        try:
+            ex = parse(q.formula, bare_names="model")
+        except ExpressionError as exc:
+            ld.add(f"malformed formula {q.formula!r}: {exc}", file="model.toml", key=key)
+            continue
+        if ex.refs:
+            ld.add("formulas name inputs as est.<indicator>, frame.<key>, param.<name>, "
+                   f"hist.<series>.<year> or a quantity, not ${{...}}: {sorted(ex.refs)}",
+                   file="model.toml", key=key)
+        deps[name] = set()
+        for bare in sorted(ex.bare_names):
+            space, _, rest = bare.partition(".")
+            if space == "est" and rest:
+                if rest not in indicators:
+                    ld.add(f"{bare}: no indicator {rest!r} in indicators.toml",
+                           file="model.toml", key=key)
+            elif space == "frame" and rest:
+                if rest not in frame_keys:
+                    ld.add(f"{bare}: no frame statistic {rest!r} (frames: "
+                           "statistics keys or population.<group>)", file="model.toml", key=key)
+            elif space == "param" and rest:
+                if rest not in model.param:
+                    ld.add(f"{bare}: no parameter {rest!r} in model.toml",
+                           file="model.toml", key=key)
+            elif space == "hist" and rest:
+                if rest not in hist:
+                    ld.add(f"{bare}: no history point {rest!r} in history.csv",
+                           file="model.toml", key=key)
+            elif bare in model.quantity:
+                deps[name].add(bare)
+            else:
+                ld.add(f"unknown name {bare!r}: use est.<indicator>, frame.<key>, "
+                       "param.<name>, hist.<series>.<year> or another quantity",
+                       file="model.toml", key=key)
+    cycle = _find_cycle(deps)
+    if cycle:
+        ld.add(f"quantities form a cycle: {' -> '.join(cycle)}", file="model.toml",
+               key=f"quantity.{cycle[0]}.formula")
+    return model
+
+
+def _find_cycle(deps: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+
+    def visit(n: str, trail: list[str]) -> list[str] | None:
+        if state.get(n) == 1:
+            return [*trail[trail.index(n):], n]
+        if state.get(n) == 2:
+            return None
+        state[n] = 1
+        for d in sorted(deps.get(n, ())):
+            found = visit(d, [*trail, n])
+            if found:
+                return found
+        state[n] = 2
+        return None
+
+    for n in sorted(deps):
+        found = visit(n, [])
+        if found:
+            return found
+    return None
+
+
+# --- cross checks ---------------------------------------------------------------------------
+
+def _cross_checks(ld: _Loader, cfg: schema.StudyConfig, groups: dict[str, Group],
+                  frames: Frames) -> None:
+    total = sum(g.sample.target_valid for g in cfg.groups.values())
+    if total != cfg.sample.target_valid:
+        ld.add(f"group targets sum to {total}, but sample.target_valid is "
+               f"{cfg.sample.target_valid}", file="study.toml", key="sample.target_valid")
+    codes = [p.code for p in frames.geography]
+    strat = cfg.sample.stratify_by
+    for gid, group in groups.items():
+        f = group.form.fields.get(strat)
+        if codes and f is not None and f.choice_list in group.form.choice_lists:
+            names = group.form.choice_lists[f.choice_list].names
+            if set(names) != set(codes):
+                diff = sorted(set(names) ^ set(codes))
+                ld.add(f"the choices of {strat!r} differ from the geography frame's codes: "
+                       f"{', '.join(diff[:8])}", file=ld.shown(group.form.source or ld.root),
+                       sheet="choices")
+        for var in group.spec.weighting.margins:
+            if var not in frames.margins.get(gid, {}):
+                ld.add(f"no margin for {gid}/{var} in the margins frame", file="study.toml",
+                       key=f"groups.{gid}.weighting.margins")
+
+
+def load(path: Path | str) -> Study:
+    """Load and validate the study folder at `path`; raise StudyError listing every problem."""
+    root = Path(path)
+    if not root.is_dir():
+        raise StudyError([Problem("not a study folder (no such directory)", file=str(root))])
+    ld = _Loader(root)
+    cfg = ld.toml("study.toml", schema.StudyConfig)
+    if cfg is None:
+        # The other files are still worth checking for syntax, so all problems show at once.
+        ld.toml("indicators.toml", schema.IndicatorsFile, list_key="indicator")
+        ld.toml("model.toml", schema.ModelFile)
+        raise StudyError(ld.problems)
+    groups = _load_groups(ld, cfg)
+    frames = _load_frames(ld, cfg, groups)
+    indicators = _load_indicators(ld, cfg, groups)
+    history = _load_history(ld)
+    model = _load_model(ld, frames, indicators, history, cfg)
+    _cross_checks(ld, cfg, groups, frames)
+    if ld.problems or model is None:
+        raise StudyError(ld.problems or [Problem("model.toml could not be read")])
+    return Study(root, cfg, groups, frames, indicators, model, history)
