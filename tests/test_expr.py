@@ -3,6 +3,7 @@ and the value XPath 1.0 (with ODK's functions) gives, worked out by hand."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 
@@ -192,11 +193,25 @@ atoms = st.one_of(
 
 def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     ops = ["+", "-", "*", "div", "mod", "=", "!=", "<", "<=", ">", ">=", "and", "or"]
-    funcs1 = ["not", "number", "string", "int", "round", "count-selected", "string-length",
-              "boolean", "floor", "abs", "date", "sum"]
+    funcs1 = [
+        "not",
+        "number",
+        "string",
+        "int",
+        "round",
+        "count-selected",
+        "string-length",
+        "boolean",
+        "floor",
+        "abs",
+        "date",
+        "sum",
+    ]
     funcs2 = ["selected", "coalesce", "regex", "round", "selected-at", "contains", "pow", "min"]
     return st.one_of(
-        st.tuples(children, st.sampled_from(ops), children).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        st.tuples(children, st.sampled_from(ops), children).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"
+        ),
         st.tuples(st.sampled_from(funcs1), children).map(lambda t: f"{t[0]}({t[1]})"),
         st.tuples(st.sampled_from(funcs2), children, children).map(
             lambda t: f"{t[0]}({t[1]}, {t[2]})"
@@ -232,7 +247,5 @@ def test_evaluation_raises_only_its_own_error(source: str, answers: dict[str, ob
 @settings(max_examples=300, deadline=None)
 @given(source=st.text(max_size=30))
 def test_parsing_raises_only_its_own_error(source: str) -> None:
-    try:
+    with contextlib.suppress(ExpressionError):
         parse(source)
-    except ExpressionError:
-        pass

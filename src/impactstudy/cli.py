@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -45,14 +45,15 @@ def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
                 traceback.print_exc()
             click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
             if not debug:
-                click.echo("(this is a bug in impactstudy; rerun with --debug for details)",
-                           err=True)
+                click.echo(
+                    "(this is a bug in impactstudy; rerun with --debug for details)", err=True
+                )
             sys.exit(EXIT_INTERNAL)
 
     return wrapper
 
 
-def _print_problems(problems: list[object]) -> None:
+def _print_problems(problems: Sequence[object]) -> None:
     n = len(problems)
     click.echo(f"{n} problem{'s' if n != 1 else ''}:", err=True)
     for p in problems:
@@ -102,8 +103,13 @@ def check(study: str | None) -> None:
 
 @cli.command()
 @click.argument("study", required=False, type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), default="out", show_default=True,
-              help="Folder for the run's artifacts.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="out",
+    show_default=True,
+    help="Folder for the run's artifacts.",
+)
 @_friendly
 def run(study: str | None, out: str) -> None:
     """Run the whole study: check, then (as they are built) simulate or import, screen,
@@ -119,10 +125,12 @@ def run(study: str | None, out: str) -> None:
     click.echo(summary(s))
     click.echo("")
     click.echo("check: the study is valid.")
-    click.echo("Later stages are not built yet; `run` will add, in order: simulate (synthetic "
-               "responses with a known truth), quality screening, calibration weighting, "
-               "design-based estimates, the input-output impact model with uncertainty, and "
-               f"the bilingual report (HTML, PDF, XLSX) in {out}/.")
+    click.echo(
+        "Later stages are not built yet; `run` will add, in order: simulate (synthetic "
+        "responses with a known truth), quality screening, calibration weighting, "
+        "design-based estimates, the input-output impact model with uncertainty, and "
+        f"the bilingual report (HTML, PDF, XLSX) in {out}/."
+    )
 
 
 def summary(s: object) -> str:
@@ -131,26 +139,34 @@ def summary(s: object) -> str:
 
     assert isinstance(s, Study)
     lang = s.config.study.default_language
-    lines = [f"{s.title(lang)} ({s.id}, {s.config.study.year})",
-             f"  fieldwork {s.config.fieldwork.start} to {s.config.fieldwork.end}, modes "
-             f"{', '.join(s.config.fieldwork.modes)}; languages {', '.join(s.languages)}",
-             f"  sample: {s.config.sample.target_valid} valid responses, stratified by "
-             f"{s.config.sample.stratify_by}",
-             "  groups:"]
+    lines = [
+        f"{s.title(lang)} ({s.id}, {s.config.study.year})",
+        f"  fieldwork {s.config.fieldwork.start} to {s.config.fieldwork.end}, modes "
+        f"{', '.join(s.config.fieldwork.modes)}; languages {', '.join(s.languages)}",
+        f"  sample: {s.config.sample.target_valid} valid responses, stratified by "
+        f"{s.config.sample.stratify_by}",
+        "  groups:",
+    ]
     for gid, g in s.groups.items():
         n_ind = sum(1 for i in s.indicators.values() if gid in i.groups)
         pop = s.frames.populations.get(gid)
         pop_text = f"population {pop.population:,.0f} {pop.unit}" if pop else ""
-        lines.append(f"    {gid:<15} {g.label.get(lang, gid)}: {len(g.form.questions)} items, "
-                     f"target {g.spec.sample.target_valid}, {n_ind} indicators, {pop_text}")
+        lines.append(
+            f"    {gid:<15} {g.label.get(lang, gid)}: {len(g.form.questions)} items, "
+            f"target {g.spec.sample.target_valid}, {n_ind} indicators, {pop_text}"
+        )
     published = sum(1 for i in s.indicators.values() if i.spec.published is not None)
     lines.append(f"  indicators: {len(s.indicators)} ({published} with a published value)")
-    lines.append(f"  frames: {len(s.frames.geography)} provinces, "
-                 f"{len(s.frames.populations)} populations, "
-                 f"{sum(len(m) for m in s.frames.margins.values())} margins, "
-                 f"{len(s.frames.statistics)} statistics")
-    lines.append(f"  model: {len(s.model.quantity)} quantities, {len(s.model.param)} "
-                 f"parameters; history: {len(s.history)} points")
+    lines.append(
+        f"  frames: {len(s.frames.geography)} provinces, "
+        f"{len(s.frames.populations)} populations, "
+        f"{sum(len(m) for m in s.frames.margins.values())} margins, "
+        f"{len(s.frames.statistics)} statistics"
+    )
+    lines.append(
+        f"  model: {len(s.model.quantity)} quantities, {len(s.model.param)} "
+        f"parameters; history: {len(s.history)} points"
+    )
     return "\n".join(lines)
 
 

@@ -522,11 +522,11 @@ def _min_max(pick: Callable[[list[float]], float]) -> Builder:
 
 
 def _fn1(f: Callable[[Value], Value]) -> Builder:
-    return lambda a: (lambda s: f(a[0](s)))
+    return lambda a: lambda s: f(a[0](s))
 
 
 def _fn2(f: Callable[[Value, Value], Value]) -> Builder:
-    return lambda a: (lambda s: f(a[0](s), a[1](s)))
+    return lambda a: lambda s: f(a[0](s), a[1](s))
 
 
 def _selected_at(v: Value, n: Value) -> str:
@@ -634,17 +634,17 @@ FUNCTIONS: dict[str, FunctionSpec] = {
     "string-length": FunctionSpec((0, 1), _string_length),
     "concat": FunctionSpec((1, None), _concat),
     "join": FunctionSpec((2, None), _join),
-    "regex": FunctionSpec((2, 2), lambda a: (lambda s: _regex(s, a[0], a[1]))),
+    "regex": FunctionSpec((2, 2), lambda a: lambda s: _regex(s, a[0], a[1])),
     "round": FunctionSpec((1, 2), _round),
     "int": FunctionSpec((1, 1), _fn1(lambda v: _int(to_number(v)))),
     "number": FunctionSpec((1, 1), _fn1(to_number)),
     "string": FunctionSpec((0, 1), _string),
     "boolean": FunctionSpec((1, 1), _fn1(to_boolean)),
     "not": FunctionSpec((1, 1), _fn1(lambda v: not to_boolean(v))),
-    "true": FunctionSpec((0, 0), lambda a: (lambda s: True)),
-    "false": FunctionSpec((0, 0), lambda a: (lambda s: False)),
-    "today": FunctionSpec((0, 0), lambda a: (lambda s: s.today().isoformat())),
-    "now": FunctionSpec((0, 0), lambda a: (lambda s: s.now().isoformat())),
+    "true": FunctionSpec((0, 0), lambda a: lambda s: True),
+    "false": FunctionSpec((0, 0), lambda a: lambda s: False),
+    "today": FunctionSpec((0, 0), lambda a: lambda s: s.today().isoformat()),
+    "now": FunctionSpec((0, 0), lambda a: lambda s: s.now().isoformat()),
     "date": FunctionSpec((1, 1), _fn1(_date)),
     "count": FunctionSpec((1, 1), _fn1(_count)),
     "sum": FunctionSpec((1, 1), _fn1(_sum)),
@@ -655,9 +655,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
     "abs": FunctionSpec((1, 1), _fn1(lambda v: abs(to_number(v)))),
     "pow": FunctionSpec((2, 2), _fn2(_pow)),
     "contains": FunctionSpec((2, 2), _fn2(lambda a, b: to_string(b) in to_string(a))),
-    "starts-with": FunctionSpec(
-        (2, 2), _fn2(lambda a, b: to_string(a).startswith(to_string(b)))
-    ),
+    "starts-with": FunctionSpec((2, 2), _fn2(lambda a, b: to_string(a).startswith(to_string(b)))),
     "ends-with": FunctionSpec((2, 2), _fn2(lambda a, b: to_string(a).endswith(to_string(b)))),
     "substr": FunctionSpec((2, 3), _substr_fn),
     "normalize-space": FunctionSpec((1, 1), _fn1(lambda v: " ".join(to_string(v).split()))),

@@ -131,9 +131,7 @@ class _Builder:
     def problem(
         self, message: str, *, row: int | None, column: str | None, sheet: str = "survey"
     ) -> None:
-        self.problems.append(
-            Problem(message, file=self.shown, sheet=sheet, row=row, column=column)
-        )
+        self.problems.append(Problem(message, file=self.shown, sheet=sheet, row=row, column=column))
 
     def expression(
         self, source: object, *, field: str, column: str, bare: str = "error"
@@ -150,8 +148,9 @@ class _Builder:
             )
             return None
 
-    def build(self, items: Iterable[dict[str, Any]], ancestors: tuple[str, ...],
-              repeats: tuple[str, ...]) -> list[Field]:
+    def build(
+        self, items: Iterable[dict[str, Any]], ancestors: tuple[str, ...], repeats: tuple[str, ...]
+    ) -> list[Field]:
         out: list[Field] = []
         for item in items:
             f = self.field(item, ancestors, repeats)
@@ -173,8 +172,11 @@ class _Builder:
             ftype = "instanceID"
         row = self.row_of(name)
         if ftype is None:
-            self.problem(f"unknown or unsupported question type {raw_type!r} of {name!r}",
-                         row=row, column="type")
+            self.problem(
+                f"unknown or unsupported question type {raw_type!r} of {name!r}",
+                row=row,
+                column="type",
+            )
             return None
         generated = name in ("meta", "instanceID") or (
             name.endswith("_other")
@@ -182,8 +184,14 @@ class _Builder:
             and "relevant" in bind
             and "'other'" in str(bind.get("relevant"))
         )
-        f = Field(name=name, type=ftype, ancestors=ancestors, repeats=repeats,
-                  generated=generated, row=row)
+        f = Field(
+            name=name,
+            type=ftype,
+            ancestors=ancestors,
+            repeats=repeats,
+            generated=generated,
+            row=row,
+        )
         f.labels = _translations(item.get("label"))
         f.hints = _translations(item.get("hint"))
         f.constraint_message = _translations(bind.get("jr:constraintMsg"))
@@ -199,18 +207,15 @@ class _Builder:
         f.relevant = self.expression(bind.get("relevant"), field=name, column="relevant")
         f.constraint = self.expression(bind.get("constraint"), field=name, column="constraint")
         if ftype == "calculate":
-            f.calculation = self.expression(
-                bind.get("calculate"), field=name, column="calculation"
-            )
+            f.calculation = self.expression(bind.get("calculate"), field=name, column="calculation")
             if f.calculation is None and not generated:
-                self.problem(f"calculate {name!r} has no calculation", row=row,
-                             column="calculation")
+                self.problem(
+                    f"calculate {name!r} has no calculation", row=row, column="calculation"
+                )
         f.choice_filter = self.expression(
             item.get("choice_filter"), field=name, column="choice_filter", bare="choice"
         )
-        f.repeat_count = self.expression(
-            control.get("jr:count"), field=name, column="repeat_count"
-        )
+        f.repeat_count = self.expression(control.get("jr:count"), field=name, column="repeat_count")
         appearance = control.get("appearance")
         f.appearance = str(appearance) if appearance else None
         default = item.get("default")
@@ -222,7 +227,8 @@ class _Builder:
             self.problem(
                 f"field name {name!r} is used twice (rows {', '.join(map(str, rows))}); "
                 "names must be unique in the whole form so that ${" + name + "} is unambiguous",
-                row=rows[-1] if rows else None, column="name",
+                row=rows[-1] if rows else None,
+                column="name",
             )
         else:
             self.fields[name] = f
@@ -241,8 +247,12 @@ def _choice_lists(d: dict[str, Any], b: _Builder) -> dict[str, ChoiceList]:
             name = str(it.get("name", ""))
             row = b.sheets.choice_rows.get((list_name, name))
             if name in seen:
-                b.problem(f"choice {name!r} appears twice in list {list_name!r}",
-                          row=row, column="name", sheet="choices")
+                b.problem(
+                    f"choice {name!r} appears twice in list {list_name!r}",
+                    row=row,
+                    column="name",
+                    sheet="choices",
+                )
             seen.add(name)
             labels = _translations(it.get("label"))
             b.languages.update(k for k in labels if k != "default")
@@ -252,23 +262,34 @@ def _choice_lists(d: dict[str, Any], b: _Builder) -> dict[str, ChoiceList]:
     return out
 
 
-def _check_languages(b: _Builder, fields: Iterable[Field], lists: dict[str, ChoiceList],
-                     languages: Sequence[str]) -> None:
+def _check_languages(
+    b: _Builder, fields: Iterable[Field], lists: dict[str, ChoiceList], languages: Sequence[str]
+) -> None:
     for f in fields:
         if f.generated:
             continue
-        for column, tr in (("label", f.labels), ("hint", f.hints),
-                           ("constraint_message", f.constraint_message)):
+        for column, tr in (
+            ("label", f.labels),
+            ("hint", f.hints),
+            ("constraint_message", f.constraint_message),
+        ):
             if not tr:
                 continue
             if "default" in tr and len(languages) > 0:
-                b.problem(f"{column} of {f.name!r} has no language; use {column}::"
-                          + f"{languages[0]} etc.", row=f.row, column=column)
+                b.problem(
+                    f"{column} of {f.name!r} has no language; use {column}::"
+                    + f"{languages[0]} etc.",
+                    row=f.row,
+                    column=column,
+                )
                 continue
             for lang in languages:
                 if lang not in tr:
-                    b.problem(f"{column} of {f.name!r} is missing in language {lang!r}",
-                              row=f.row, column=f"{column}::{lang}")
+                    b.problem(
+                        f"{column} of {f.name!r} is missing in language {lang!r}",
+                        row=f.row,
+                        column=f"{column}::{lang}",
+                    )
     for cl in lists.values():
         for c in cl.choices:
             for lang in languages:
@@ -276,31 +297,47 @@ def _check_languages(b: _Builder, fields: Iterable[Field], lists: dict[str, Choi
                     b.problem(
                         f"label of choice {c.name!r} in list {cl.name!r} is missing in "
                         f"language {lang!r}",
-                        row=c.row, column=f"label::{lang}", sheet="choices",
+                        row=c.row,
+                        column=f"label::{lang}",
+                        sheet="choices",
                     )
 
 
-def _check_references(b: _Builder, form_fields: dict[str, Field],
-                      lists: dict[str, ChoiceList]) -> None:
+def _check_references(
+    b: _Builder, form_fields: dict[str, Field], lists: dict[str, ChoiceList]
+) -> None:
     for f in form_fields.values():
-        for column, ex in (("relevant", f.relevant), ("constraint", f.constraint),
-                           ("calculation", f.calculation), ("choice_filter", f.choice_filter),
-                           ("repeat_count", f.repeat_count), ("required", f.required_if)):
+        for column, ex in (
+            ("relevant", f.relevant),
+            ("constraint", f.constraint),
+            ("calculation", f.calculation),
+            ("choice_filter", f.choice_filter),
+            ("repeat_count", f.repeat_count),
+            ("required", f.required_if),
+        ):
             if ex is None:
                 continue
             for ref in sorted(ex.refs - form_fields.keys()):
-                b.problem(f"{column} of {f.name!r} refers to unknown field ${{{ref}}}",
-                          row=f.row, column=column)
+                b.problem(
+                    f"{column} of {f.name!r} refers to unknown field ${{{ref}}}",
+                    row=f.row,
+                    column=column,
+                )
             if ex.uses_current and column not in ("constraint", "required"):
-                b.problem(f"{column} of {f.name!r} uses '.', which only means something in "
-                          "a constraint", row=f.row, column=column)
+                b.problem(
+                    f"{column} of {f.name!r} uses '.', which only means something in a constraint",
+                    row=f.row,
+                    column=column,
+                )
             if column == "choice_filter" and f.choice_list in lists:
-                known = {"name"} | {
-                    k for c in lists[f.choice_list].choices for k in c.columns
-                }
+                known = {"name"} | {k for c in lists[f.choice_list].choices for k in c.columns}
                 for bare in sorted(ex.bare_names - known):
-                    b.problem(f"choice_filter of {f.name!r} uses column {bare!r}, which list "
-                              f"{f.choice_list!r} does not have", row=f.row, column=column)
+                    b.problem(
+                        f"choice_filter of {f.name!r} uses column {bare!r}, which list "
+                        f"{f.choice_list!r} does not have",
+                        row=f.row,
+                        column=column,
+                    )
 
 
 def calculation_order(fields: dict[str, Field]) -> list[str]:
@@ -313,7 +350,7 @@ def calculation_order(fields: dict[str, Field]) -> list[str]:
         if state.get(n) == 2:
             return
         if state.get(n) == 1:
-            cycle = [*trail[trail.index(n):], n]
+            cycle = [*trail[trail.index(n) :], n]
             raise ValueError(" -> ".join(cycle))
         state[n] = 1
         ex = calcs[n].calculation
@@ -329,8 +366,9 @@ def calculation_order(fields: dict[str, Field]) -> list[str]:
     return order
 
 
-def load_form(path: Path | str, *, languages: Sequence[str] | None = None,
-              shown_as: str | None = None) -> Form:
+def load_form(
+    path: Path | str, *, languages: Sequence[str] | None = None, shown_as: str | None = None
+) -> Form:
     """Load an XLSForm (xlsx, xls, md or csv) into a Form; raise FormError listing problems.
 
     `languages`: the languages every label must have (default: all languages the form uses).
@@ -341,13 +379,15 @@ def load_form(path: Path | str, *, languages: Sequence[str] | None = None,
     if not path.is_file():
         raise FormError([Problem("questionnaire file not found", file=shown)])
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise FormError([Problem(f"not an XLSForm: use one of {', '.join(SUPPORTED_SUFFIXES)}",
-                                 file=shown)])
+        raise FormError(
+            [Problem(f"not an XLSForm: use one of {', '.join(SUPPORTED_SUFFIXES)}", file=shown)]
+        )
     if path.stat().st_size == 0:
         raise FormError([Problem("the file is empty", file=shown)])
     if path.suffix.lower() in (".xlsx", ".xlsm") and not zipfile.is_zipfile(path):
-        raise FormError([Problem("not a valid .xlsx workbook (is it another format renamed?)",
-                                 file=shown)])
+        raise FormError(
+            [Problem("not a valid .xlsx workbook (is it another format renamed?)", file=shown)]
+        )
 
     from pyxform.errors import PyXFormError
     from pyxform.xls2json import parse_file_to_json
@@ -372,8 +412,7 @@ def load_form(path: Path | str, *, languages: Sequence[str] | None = None,
         calculation_order(b.fields)
     except ValueError as exc:
         first = str(exc).split(" -> ")[0]
-        b.problem(f"calculations form a cycle: {exc}", row=b.row_of(first),
-                  column="calculation")
+        b.problem(f"calculations form a cycle: {exc}", row=b.row_of(first), column="calculation")
     if b.problems:
         raise FormError(b.problems)
 
@@ -385,8 +424,7 @@ def load_form(path: Path | str, *, languages: Sequence[str] | None = None,
     except PyXFormError as exc:
         raise FormError([_pyxform_problem(str(exc), shown, sheets)]) from None
     except Exception as exc:
-        raise FormError([Problem(f"pyxform could not build the form: {exc}", file=shown)]
-                        ) from None
+        raise FormError([Problem(f"pyxform could not build the form: {exc}", file=shown)]) from None
 
     return Form(
         form_id=str(d.get("id_string") or path.stem),
@@ -408,7 +446,7 @@ def _pyxform_problem(message: str, shown: str, sheets: _Sheets) -> Problem:
     m = _ROW_RE.match(message)
     if m:
         row = int(m.group(1))
-        message = message[m.end():]
+        message = message[m.end() :]
     else:
         t = re.search(r"Unknown question type '([^']*)'", message)
         if t and sheets.type_rows.get(t.group(1)):
@@ -419,6 +457,10 @@ def _pyxform_problem(message: str, shown: str, sheets: _Sheets) -> Problem:
     elif "settings" in message and "sheet" in message:
         sheet = "settings"
     message = message.split(" Learn more:")[0].strip()
-    return Problem(message, file=shown, sheet=sheet if row is not None else None, row=row,
-                   column="type" if "question type" in message else None)
-
+    return Problem(
+        message,
+        file=shown,
+        sheet=sheet if row is not None else None,
+        row=row,
+        column="type" if "question type" in message else None,
+    )

@@ -79,8 +79,9 @@ class FormScope:
             return NodeSet(value if isinstance(value, list) else [])
         return as_value(value)
 
-    def _gather(self, data: Mapping[str, Any], chain: tuple[str, ...], name: str,
-                is_repeat: bool) -> list[object]:
+    def _gather(
+        self, data: Mapping[str, Any], chain: tuple[str, ...], name: str, is_repeat: bool
+    ) -> list[object]:
         out: list[object] = []
         instances = data.get(chain[0])
         if not isinstance(instances, list):
@@ -113,8 +114,9 @@ class FormScope:
         return dt.datetime.combine(self.today(), dt.time(0, 0), tzinfo=dt.UTC)
 
 
-def _instances(data: Mapping[str, Any], chain: tuple[str, ...], stack: Stack = ()
-               ) -> Iterator[tuple[Stack, Mapping[str, Any]]]:
+def _instances(
+    data: Mapping[str, Any], chain: tuple[str, ...], stack: Stack = ()
+) -> Iterator[tuple[Stack, Mapping[str, Any]]]:
     """Every (stack, mapping) at the depth of `chain` (a field's enclosing repeats)."""
     if not chain:
         yield stack, data
@@ -152,8 +154,9 @@ def _copy(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def fill_calculations(form: Form, answers: Mapping[str, Any], *, today: dt.date | None = None
-                      ) -> tuple[dict[str, Any], list[Problem]]:
+def fill_calculations(
+    form: Form, answers: Mapping[str, Any], *, today: dt.date | None = None
+) -> tuple[dict[str, Any], list[Problem]]:
     """A copy of the answers with every calculate field computed, and the problems where a
     submitted calculated value disagrees with the form's calculation."""
     filled = _copy(answers)
@@ -176,9 +179,15 @@ def fill_calculations(form: Form, answers: Mapping[str, Any], *, today: dt.date 
                 value = "true" if value else "false"
             given = data.get(name)
             if not is_empty(given) and not _same(given, value):
-                problems.append(_p(f, stack, "calculation",
-                                   f"submitted value {given!r} differs from the calculation "
-                                   f"{ex.source!r} = {to_string(as_value(value))!r}"))
+                problems.append(
+                    _p(
+                        f,
+                        stack,
+                        "calculation",
+                        f"submitted value {given!r} differs from the calculation "
+                        f"{ex.source!r} = {to_string(as_value(value))!r}",
+                    )
+                )
             assert isinstance(data, dict)
             data[name] = value
     return filled, problems
@@ -267,8 +276,9 @@ def _other_allowed(form: Form, f: Field) -> bool:
     return other is not None and other.generated
 
 
-def _check_value(form: Form, f: Field, value: object, scope: FormScope, stack: Stack,
-                 language: str) -> list[Problem]:
+def _check_value(
+    form: Form, f: Field, value: object, scope: FormScope, stack: Stack, language: str
+) -> list[Problem]:
     msg = _type_problem(f, value)
     if msg is not None:
         return [_p(f, stack, "type", msg)]
@@ -281,13 +291,21 @@ def _check_value(form: Form, f: Field, value: object, scope: FormScope, stack: S
             picked = [to_string(as_value(value)).strip()]
         elif isinstance(value, str):
             picked = value.split()
+        elif isinstance(value, list | tuple):
+            picked = [str(x) for x in value]
         else:
-            picked = [str(x) for x in value]  # type: ignore[union-attr]
+            picked = [to_string(value)]
         for code in picked:
             if code not in allowed:
-                out.append(_p(f, stack, "choice",
-                              f"{code!r} is not a choice of list {f.choice_list!r}"
-                              + (" (after the choice filter)" if f.choice_filter else "")))
+                out.append(
+                    _p(
+                        f,
+                        stack,
+                        "choice",
+                        f"{code!r} is not a choice of list {f.choice_list!r}"
+                        + (" (after the choice filter)" if f.choice_filter else ""),
+                    )
+                )
         if len(set(picked)) != len(picked):
             out.append(_p(f, stack, "choice", "a choice is selected twice"))
     if f.constraint is not None and not out:
@@ -301,9 +319,14 @@ def _check_value(form: Form, f: Field, value: object, scope: FormScope, stack: S
                 iter(f.constraint_message.values()), ""
             )
             detail = f": {text}" if text else ""
-            out.append(_p(f, stack, "constraint",
-                          f"answer {value!r} breaks the constraint {f.constraint.source!r}"
-                          + detail))
+            out.append(
+                _p(
+                    f,
+                    stack,
+                    "constraint",
+                    f"answer {value!r} breaks the constraint {f.constraint.source!r}" + detail,
+                )
+            )
     return out
 
 
@@ -311,32 +334,46 @@ def _eval_bool(ex: Expression, scope: FormScope) -> bool:
     return to_boolean(ex.evaluate(scope))
 
 
-def validate_submission(form: Form, answers: Mapping[str, Any], *, today: dt.date | None = None,
-                        language: str | None = None) -> list[Problem]:
+def validate_submission(
+    form: Form,
+    answers: Mapping[str, Any],
+    *,
+    today: dt.date | None = None,
+    language: str | None = None,
+) -> list[Problem]:
     """Every problem with one submission: required, type, constraint, relevance, choices,
     repeat counts, calculations, unknown fields. An empty list means it is valid."""
     if not isinstance(answers, Mapping):
-        return [Problem(f"a submission is a mapping of field names to answers, "
-                        f"not {type(answers).__name__}", code="type")]
+        return [
+            Problem(
+                f"a submission is a mapping of field names to answers, "
+                f"not {type(answers).__name__}",
+                code="type",
+            )
+        ]
     lang = language or form.default_language
     filled, problems = fill_calculations(form, answers, today=today)
     base = FormScope(form, filled, today_date=today)
 
-    def level(children: list[Field], data: Mapping[str, Any], stack: Stack,
-              relevant: bool) -> None:
+    def level(children: list[Field], data: Mapping[str, Any], stack: Stack, relevant: bool) -> None:
         allowed: set[str] = set()
         for f in children:
             walk(f, data, stack, relevant, allowed)
         for key in data:
             if key not in allowed:
-                problems.append(Problem(f"{key!r} is not a field of form {form.form_id!r}"
-                                        + (" at this level" if key in form.fields else ""),
-                                        field=str(key),
-                                        instance=tuple(i for _, i, _ in stack),
-                                        code="unknown"))
+                problems.append(
+                    Problem(
+                        f"{key!r} is not a field of form {form.form_id!r}"
+                        + (" at this level" if key in form.fields else ""),
+                        field=str(key),
+                        instance=tuple(i for _, i, _ in stack),
+                        code="unknown",
+                    )
+                )
 
-    def walk(f: Field, data: Mapping[str, Any], stack: Stack, parent_relevant: bool,
-             allowed: set[str]) -> None:
+    def walk(
+        f: Field, data: Mapping[str, Any], stack: Stack, parent_relevant: bool, allowed: set[str]
+    ) -> None:
         scope = base.at(stack)
         try:
             rel = parent_relevant and (f.relevant is None or _eval_bool(f.relevant, scope))
@@ -361,11 +398,17 @@ def validate_submission(form: Form, answers: Mapping[str, Any], *, today: dt.dat
             return
         if not rel:
             if not empty:
-                problems.append(_p(f, stack, "relevance",
-                                   f"answered although not relevant ({f.relevant.source!r} "
-                                   "or an enclosing group's relevance is false)"
-                                   if f.relevant else
-                                   "answered although an enclosing group is not relevant"))
+                problems.append(
+                    _p(
+                        f,
+                        stack,
+                        "relevance",
+                        f"answered although not relevant ({f.relevant.source!r} "
+                        "or an enclosing group's relevance is false)"
+                        if f.relevant
+                        else "answered although an enclosing group is not relevant",
+                    )
+                )
             return
         if empty:
             required = f.required
@@ -389,8 +432,9 @@ def validate_submission(form: Form, answers: Mapping[str, Any], *, today: dt.dat
             return
         if not rel:
             if instances:
-                problems.append(_p(f, stack, "relevance",
-                                   f"{len(instances)} instance(s) although not relevant"))
+                problems.append(
+                    _p(f, stack, "relevance", f"{len(instances)} instance(s) although not relevant")
+                )
             return
         if f.repeat_count is not None:
             try:
@@ -400,9 +444,15 @@ def validate_submission(form: Form, answers: Mapping[str, Any], *, today: dt.dat
                 n = math.nan
             expected = 0 if math.isnan(n) else max(0, int(n))
             if len(instances) != expected:
-                problems.append(_p(f, stack, "repeat_count",
-                                   f"{len(instances)} instance(s), but repeat_count "
-                                   f"{f.repeat_count.source!r} = {expected}"))
+                problems.append(
+                    _p(
+                        f,
+                        stack,
+                        "repeat_count",
+                        f"{len(instances)} instance(s), but repeat_count "
+                        f"{f.repeat_count.source!r} = {expected}",
+                    )
+                )
         for i, inst in enumerate(instances):
             level(f.children, inst, (*stack, (f.name, i, inst)), True)
 

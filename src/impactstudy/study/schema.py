@@ -126,7 +126,12 @@ class Group(Strict):
 
 
 QualityKind = Literal[
-    "speeder", "straightliner", "attention", "duplicate", "bogus", "impossible_timing",
+    "speeder",
+    "straightliner",
+    "attention",
+    "duplicate",
+    "bogus",
+    "impossible_timing",
     "incomplete",
 ]
 
@@ -263,11 +268,11 @@ class Prior(Strict):
         missing = [k for k in need if k not in given]
         extra = sorted(given - set(need))
         if missing:
-            raise ValueError(f"a {self.dist} prior needs {', '.join(need)}; missing "
-                             f"{', '.join(missing)}")
+            raise ValueError(
+                f"a {self.dist} prior needs {', '.join(need)}; missing {', '.join(missing)}"
+            )
         if extra:
-            raise ValueError(f"a {self.dist} prior takes {', '.join(need)}, not "
-                             f"{', '.join(extra)}")
+            raise ValueError(f"a {self.dist} prior takes {', '.join(need)}, not {', '.join(extra)}")
         if self.dist == "beta" and not (self.a and self.a > 0 and self.b and self.b > 0):
             raise ValueError("beta needs a > 0 and b > 0")
         if self.dist in ("uniform", "triangular"):
