@@ -126,6 +126,11 @@ def test_model_formula_names() -> None:
     assert ex.bare_names == {"est.W088", "frame.wechat_mau", "hist.jobs_driven.2017"}
 
 
+def test_model_formulas_may_write_exponents() -> None:
+    ex = parse("frame.x * 1e-2 + 2.5E3", bare_names="model")
+    assert ex.evaluate(MappingScope({}, choice={"frame.x": 100})) == 2501.0
+
+
 def test_refs_are_collected() -> None:
     ex = parse("if(selected(${a}, 'x'), ${b}, coalesce(${c}, ../d))")
     assert ex.refs == {"a", "b", "c", "d"}
@@ -146,6 +151,7 @@ BAD = [
     ("regex(${a}, '[0-9')", "regex(): bad pattern"),
     ("${a} # 1", "unexpected character '#'"),
     ("1 2", "unexpected '2'"),
+    ("${a} > 1e6", "XPath numbers have no exponent"),
 ]
 
 

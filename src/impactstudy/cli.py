@@ -93,7 +93,7 @@ def check(study: str | None) -> None:
 
     \b
     Example:
-      impactstudy check studies/wechat-2018
+      impactstudy check path/to/my-study
     """
     from impactstudy.study import load
 

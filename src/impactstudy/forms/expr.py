@@ -163,7 +163,7 @@ _TOKEN_RE = re.compile(
     r"""
     (?P<ws>\s+)
   | (?P<ref>\$\{(?P<refname>[^}]*)\})
-  | (?P<number>\d+(\.\d*)?|\.\d+)
+  | (?P<number>(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)
   | (?P<string>'[^']*'|"[^"]*")
   | (?P<parent>\.\./(?P<parentname>[A-Za-z_][A-Za-z0-9_.]*))
   | (?P<op>!=|<=|>=|=|<|>|\+|-|\*|\(|\)|,|\.)
@@ -284,6 +284,10 @@ class _Parser:
     def prefix(self) -> Node:
         tok = self.next()
         if tok.kind == "number":
+            if "e" in tok.text.lower() and self.bare != "model":
+                raise ExpressionError(
+                    f"{tok.text!r} at position {tok.pos + 1}: XPath numbers have no exponent"
+                )
             return Node("num", float(tok.text))
         if tok.kind == "string":
             return Node("str", tok.text[1:-1])

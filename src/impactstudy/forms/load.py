@@ -123,6 +123,8 @@ class _Builder:
         self.problems: list[Problem] = []
         self.fields: dict[str, Field] = {}
         self.languages: set[str] = set()
+        #: names of rows that could not be built (already reported; not "unknown" elsewhere)
+        self.broken: set[str] = set()
 
     def row_of(self, name: str) -> int | None:
         rows = self.sheets.survey_rows.get(name)
@@ -172,6 +174,7 @@ class _Builder:
             ftype = "instanceID"
         row = self.row_of(name)
         if ftype is None:
+            self.broken.add(name)
             self.problem(
                 f"unknown or unsupported question type {raw_type!r} of {name!r}",
                 row=row,
@@ -208,7 +211,7 @@ class _Builder:
         f.constraint = self.expression(bind.get("constraint"), field=name, column="constraint")
         if ftype == "calculate":
             f.calculation = self.expression(bind.get("calculate"), field=name, column="calculation")
-            if f.calculation is None and not generated:
+            if not _cell(bind.get("calculate")) and not generated:
                 self.problem(
                     f"calculate {name!r} has no calculation", row=row, column="calculation"
                 )
@@ -317,7 +320,7 @@ def _check_references(
         ):
             if ex is None:
                 continue
-            for ref in sorted(ex.refs - form_fields.keys()):
+            for ref in sorted(ex.refs - form_fields.keys() - b.broken):
                 b.problem(
                     f"{column} of {f.name!r} refers to unknown field ${{{ref}}}",
                     row=f.row,
@@ -384,7 +387,7 @@ def load_form(
         )
     if path.stat().st_size == 0:
         raise FormError([Problem("the file is empty", file=shown)])
-    if path.suffix.lower() in (".xlsx", ".xlsm") and not zipfile.is_zipfile(path):
+    if path.suffix.lower() in (".xlsx", ".xlsm") and not _is_workbook(path):
         raise FormError(
             [Problem("not a valid .xlsx workbook (is it another format renamed?)", file=shown)]
         )
@@ -441,6 +444,16 @@ def load_form(
     )
 
 
+def _is_workbook(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            return "xl/workbook.xml" in z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def _pyxform_problem(message: str, shown: str, sheets: _Sheets) -> Problem:
     row: int | None = None
     m = _ROW_RE.match(message)
@@ -452,11 +465,16 @@ def _pyxform_problem(message: str, shown: str, sheets: _Sheets) -> Problem:
         if t and sheets.type_rows.get(t.group(1)):
             row = sheets.type_rows[t.group(1)][0]
     sheet = "survey"
-    if "'choices' sheet" in message or "choices sheet" in message.lower():
-        sheet = "choices"
+    on = re.search(r"On the '(\w+)' sheet", message)
+    if on:
+        sheet = on.group(1)
     elif "settings" in message and "sheet" in message:
         sheet = "settings"
     message = message.split(" Learn more:")[0].strip()
+    dup = re.search(r"The name '([^']*)' appears more than once", message)
+    if dup and len(sheets.survey_rows.get(dup.group(1), [])) > 1:
+        rows = ", ".join(map(str, sheets.survey_rows[dup.group(1)]))
+        message = message.replace(dup.group(0), f"{dup.group(0)} (survey rows {rows})")
     return Problem(
         message,
         file=shown,

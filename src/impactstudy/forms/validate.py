@@ -111,7 +111,9 @@ class FormScope:
         return self.today_date or dt.date.today()
 
     def now(self) -> dt.datetime:
-        return dt.datetime.combine(self.today(), dt.time(0, 0), tzinfo=dt.UTC)
+        if self.today_date is None:
+            return dt.datetime.now(dt.UTC)
+        return dt.datetime.combine(self.today_date, dt.time(0, 0), tzinfo=dt.UTC)
 
 
 def _instances(

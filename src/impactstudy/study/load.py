@@ -107,6 +107,9 @@ class _Loader:
                          file=file, key=key)
             for msg in literal_choice_problems(form, ex):
                 self.add(msg, file=file, key=key)
+        if ex.uses_current:
+            self.add(f"{source!r} uses '.', which only means something in a questionnaire "
+                     "constraint; refer to the field as ${name}", file=file, key=key)
         return ex
 
 
@@ -244,7 +247,7 @@ def _load_frames(ld: _Loader, cfg: schema.StudyConfig, groups: dict[str, Group])
         ok = len(ld.problems)
         t = read_table(path, ld.shown(path), MARGINS, ld.problems) if path else None
         if t and len(ld.problems) == ok:
-            _margins(ld, t, groups, frames)
+            _margins(ld, t, groups, frames, set(cfg.groups))
 
     if fr.statistics:
         path = ld.resolve(fr.statistics, "frames.statistics")
@@ -261,7 +264,8 @@ def _load_frames(ld: _Loader, cfg: schema.StudyConfig, groups: dict[str, Group])
     return frames
 
 
-def _margins(ld: _Loader, t: Table, groups: dict[str, Group], frames: Frames) -> None:
+def _margins(ld: _Loader, t: Table, groups: dict[str, Group], frames: Frames,
+             declared: set[str]) -> None:
     duplicates(t, ["group", "variable", "category"], ld.problems)
     collected: dict[tuple[str, str], list[tuple[int, str, float, str]]] = {}
     for n, r in _rows(t):
@@ -273,6 +277,8 @@ def _margins(ld: _Loader, t: Table, groups: dict[str, Group], frames: Frames) ->
     for (g, var), items in collected.items():
         first = items[0][0]
         group = groups.get(g)
+        if group is None and g in declared:
+            continue  # its questionnaire could not be loaded: that problem is reported
         if group is None:
             ld.add(f"group {g!r} is not a group of the study", file=t.file, row=first,
                    column="group")
@@ -447,6 +453,9 @@ def _load_model(ld: _Loader, frames: Frames, indicators: dict[str, Indicator],
         except ExpressionError as exc:
             ld.add(f"malformed formula {q.formula!r}: {exc}", file="model.toml", key=key)
             continue
+        if ex.uses_current:
+            ld.add("'.' means nothing in a formula: name the input (est.<indicator>, ...)",
+                   file="model.toml", key=key)
         if ex.refs:
             ld.add("formulas name inputs as est.<indicator>, frame.<key>, param.<name>, "
                    f"hist.<series>.<year> or a quantity, not ${{...}}: {sorted(ex.refs)}",

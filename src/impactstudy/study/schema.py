@@ -72,7 +72,6 @@ class AttentionCheck(Strict):
     field: str
     #: boolean expression, true for an attentive respondent
     pass_: Annotated[str, Field(alias="pass")]
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Battery(Strict):
@@ -160,8 +159,20 @@ class Quality(Strict):
 
 
 class Trim(Strict):
+    """Bounds on weights relative to their mean; the excess is redistributed."""
+
     lower: Annotated[float, Field(gt=0)] | None = None
     upper: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Trim:
+        if self.lower is not None and self.upper is not None and not self.lower < self.upper:
+            raise ValueError(f"lower {self.lower} must be below upper {self.upper}")
+        if self.lower is not None and self.lower >= 1:
+            raise ValueError(f"lower {self.lower} must be below 1 (the mean weight)")
+        if self.upper is not None and self.upper <= 1:
+            raise ValueError(f"upper {self.upper} must be above 1 (the mean weight)")
+        return self
 
 
 class Weighting(Strict):
@@ -280,7 +291,7 @@ class Prior(Strict):
             assert lo is not None and hi is not None
             if not lo < hi:
                 raise ValueError("low must be below high")
-            if self.dist == "triangular" and not (lo <= (self.mode or lo) <= hi):
+            if self.dist == "triangular" and not (self.mode is not None and lo <= self.mode <= hi):
                 raise ValueError("mode must lie between low and high")
         if self.dist == "normal" and not (self.sd and self.sd > 0):
             raise ValueError("sd must be > 0")

@@ -66,7 +66,7 @@ def read_table(path: Path, shown: str, columns: Sequence[Column],
     text = read_text(path, shown, problems)
     if text is None:
         return None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = [h.strip() for h in next(reader)]
     except (StopIteration, csv.Error) as exc:
@@ -92,6 +92,7 @@ def read_table(path: Path, shown: str, columns: Sequence[Column],
     rows: list[dict[str, str]] = []
     numbers: list[int] = []
     kinds = {c.name: c for c in columns}
+    line_no = 1
     try:
         for line_no, raw in enumerate(reader, start=2):
             if not any(cell.strip() for cell in raw):
@@ -111,7 +112,9 @@ def read_table(path: Path, shown: str, columns: Sequence[Column],
             rows.append(row)
             numbers.append(line_no)
     except csv.Error as exc:
-        problems.append(Problem(f"malformed CSV: {exc}", file=shown, row=reader.line_num))
+        # the record that could not be read is the one after the last good one
+        problems.append(Problem(f"malformed CSV: {exc} (check the quotes from this row on)",
+                                file=shown, row=line_no + 1))
         return None
     if not rows:
         problems.append(Problem("the table has a header but no rows", file=shown))
