@@ -247,10 +247,21 @@ LOAD_CASES: list[tuple[str, list[list[Any]], list[tuple[int | None, str | None, 
         "cyclic calculations",
         [
             HEAD,
-            ["calculate", "x", None, None, None, None, "${y} + 1"],
+            ["integer", "a", "甲", "A"],
+            ["calculate", "x", None, None, None, None, "${y} + ${a}"],
             ["calculate", "y", None, None, None, None, "${x} * 2"],
         ],
-        [(2, "calculation", "calculations form a cycle: x -> y -> x")],
+        [(3, "calculation", "calculations form a cycle: x -> y -> x")],
+    ),
+    (
+        "choice code typo in a relevant",
+        [HEAD, ["select_one yn", "a", "甲", "A"], ["integer", "b", "乙", "B", "${a} = 'yse'"]],
+        [(3, "relevant", "'yse' is not a choice of ${a}")],
+    ),
+    (
+        "no questions",
+        [HEAD, ["calculate", "x", None, None, None, None, "1 + 1"]],
+        [(None, None, "the questionnaire has no questions")],
     ),
     (
         "same name in two groups",

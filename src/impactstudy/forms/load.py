@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from impactstudy.forms.expr import Expression, ExpressionError, parse
-from impactstudy.forms.model import Choice, ChoiceList, Field, Form
+from impactstudy.forms.expr import Expression, ExpressionError, Node, parse
+from impactstudy.forms.model import SELECT_TYPES, Choice, ChoiceList, Field, Form
 from impactstudy.problems import Problem
 
 __all__ = ["FormError", "load_form"]
@@ -223,8 +223,15 @@ class _Builder:
         f.appearance = str(appearance) if appearance else None
         default = item.get("default")
         f.default = str(default) if default not in (None, "") else None
-        if ftype in ("select_one", "select_multiple"):
+        if ftype in SELECT_TYPES:
             f.choice_list = str(item.get("itemset") or item.get("list_name") or "")
+            if Path(f.choice_list).suffix.lower() in (".csv", ".xml", ".geojson"):
+                self.problem(
+                    f"{name!r} selects from the external file {f.choice_list!r}, which is not "
+                    "supported: put the choices in the choices sheet",
+                    row=row,
+                    column="type",
+                )
         if name in self.fields:
             rows = self.sheets.survey_rows.get(name, [])
             self.problem(
@@ -306,9 +313,8 @@ def _check_languages(
                     )
 
 
-def _check_references(
-    b: _Builder, form_fields: dict[str, Field], lists: dict[str, ChoiceList]
-) -> None:
+def _check_references(b: _Builder, form: Form) -> None:
+    form_fields, lists = form.fields, form.choice_lists
     for f in form_fields.values():
         for column, ex in (
             ("relevant", f.relevant),
@@ -326,6 +332,8 @@ def _check_references(
                     row=f.row,
                     column=column,
                 )
+            for message in literal_choice_problems(form, ex):
+                b.problem(f"{column} of {f.name!r}: {message}", row=f.row, column=column)
             if ex.uses_current and column not in ("constraint", "required"):
                 b.problem(
                     f"{column} of {f.name!r} uses '.', which only means something in a constraint",
@@ -341,6 +349,39 @@ def _check_references(
                         row=f.row,
                         column=column,
                     )
+
+
+def literal_choice_problems(form: Form, ex: Expression) -> list[str]:
+    """Choice codes written as literals next to a select field that are not its choices:
+    `selected(${pay}, 'retial')`, `${org_type} = 'goverment'`."""
+    out: list[str] = []
+
+    def check(ref: Node, lit: Node) -> None:
+        if ref.kind != "ref" or lit.kind != "str":
+            return
+        f = form.fields.get(str(ref.value))
+        if f is None or f.type not in SELECT_TYPES or f.choice_list not in form.choice_lists:
+            return
+        names = form.choice_lists[f.choice_list].names
+        code = str(lit.value)
+        if code not in names and not (code == "other" and form.accepts_other(f.name)):
+            out.append(
+                f"{code!r} is not a choice of ${{{f.name}}} in questionnaire "
+                f"{form.form_id!r} (list {f.choice_list!r})"
+            )
+
+    def walk(n: Node) -> None:
+        if n.kind == "call" and n.value == "selected" and len(n.args) == 2:
+            check(n.args[0], n.args[1])
+        if n.kind == "bin" and n.value in ("=", "!="):
+            a, b = n.args
+            check(a, b)
+            check(b, a)
+        for arg in n.args:
+            walk(arg)
+
+    walk(ex.tree)
+    return out
 
 
 def calculation_order(fields: dict[str, Field]) -> list[str]:
@@ -407,10 +448,23 @@ def load_form(
     b = _Builder(path, shown, sheets)
     children = b.build(d.get("children") or [], (), ())
     lists = _choice_lists(d, b)
-    default_language = str(d.get("default_language") or "default")
     langs = tuple(languages) if languages is not None else tuple(sorted(b.languages))
+    form = Form(
+        form_id=str(d.get("id_string") or path.stem),
+        version=str(d.get("version") or ""),
+        title=str(d.get("title") or d.get("id_string") or path.stem),
+        default_language=str(d.get("default_language") or "default"),
+        languages=langs,
+        children=children,
+        fields=b.fields,
+        choice_lists=lists,
+        source=path,
+        warnings=tuple(warnings),
+    )
+    if not form.questions and not b.problems:
+        b.problem("the questionnaire has no questions", row=None, column=None)
     _check_languages(b, b.fields.values(), lists, langs)
-    _check_references(b, b.fields, lists)
+    _check_references(b, form)
     try:
         calculation_order(b.fields)
     except ValueError as exc:
@@ -419,29 +473,15 @@ def load_form(
     if b.problems:
         raise FormError(b.problems)
 
-    xform = ""
     try:
         from pyxform.builder import create_survey_element_from_dict
 
-        xform = create_survey_element_from_dict(d).to_xml(validate=False)
+        form.xform = create_survey_element_from_dict(d).to_xml(validate=False)
     except PyXFormError as exc:
         raise FormError([_pyxform_problem(str(exc), shown, sheets)]) from None
     except Exception as exc:
         raise FormError([Problem(f"pyxform could not build the form: {exc}", file=shown)]) from None
-
-    return Form(
-        form_id=str(d.get("id_string") or path.stem),
-        version=str(d.get("version") or ""),
-        title=str(d.get("title") or d.get("id_string") or path.stem),
-        default_language=default_language,
-        languages=langs,
-        children=children,
-        fields=b.fields,
-        choice_lists=lists,
-        source=path,
-        warnings=tuple(warnings),
-        xform=xform,
-    )
+    return form
 
 
 def _is_workbook(path: Path) -> bool:

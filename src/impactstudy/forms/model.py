@@ -16,6 +16,7 @@ ANSWER_TYPES = frozenset(
 META_TYPES = frozenset({"start", "end", "today", "deviceid", "instanceID"})
 CONTAINER_TYPES = frozenset({"group", "repeat"})
 NUMERIC_TYPES = frozenset({"integer", "decimal"})
+SELECT_TYPES = frozenset({"select_one", "select_multiple"})
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,11 @@ class Form:
     def questions(self) -> list[Field]:
         """The items a respondent answers."""
         return [f for f in self.walk() if f.answerable and not f.generated]
+
+    def accepts_other(self, name: str) -> bool:
+        """True when a select has pyxform's `or_other`: 'other' is then a valid answer."""
+        other = self.fields.get(f"{name}_other")
+        return other is not None and other.generated
 
     def choices(self, name: str) -> ChoiceList:
         f = self.fields[name]

@@ -273,11 +273,6 @@ def _choices_allowed(form: Form, f: Field, scope: FormScope) -> set[str] | None:
     return names
 
 
-def _other_allowed(form: Form, f: Field) -> bool:
-    other = form.fields.get(f"{f.name}_other")
-    return other is not None and other.generated
-
-
 def _check_value(
     form: Form, f: Field, value: object, scope: FormScope, stack: Stack, language: str
 ) -> list[Problem]:
@@ -287,7 +282,7 @@ def _check_value(
     out: list[Problem] = []
     if f.type in ("select_one", "select_multiple"):
         allowed = _choices_allowed(form, f, scope) or set()
-        if _other_allowed(form, f):
+        if form.accepts_other(f.name):
             allowed = allowed | {"other"}
         if f.type == "select_one":
             picked = [to_string(as_value(value)).strip()]

@@ -4,7 +4,7 @@ history) loaded and validated into a `Study`, the artifact every later stage sta
 from importlib.resources import files
 from pathlib import Path
 
-from impactstudy.study.load import StudyError, literal_choice_problems, load
+from impactstudy.study.load import StudyError, load
 from impactstudy.study.model import Frames, Group, HistoryPoint, Indicator, Study
 
 DEFAULT_STUDY = "wechat-2018"
@@ -24,6 +24,5 @@ __all__ = [
     "Study",
     "StudyError",
     "bundled_study",
-    "literal_choice_problems",
     "load",
 ]

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from impactstudy.forms import Expression, ExpressionError, Form, FormError, load_form, parse
 from impactstudy.forms.expr import Node
+from impactstudy.forms.load import literal_choice_problems
 from impactstudy.problems import Problem, rel
 from impactstudy.study import schema
 from impactstudy.study.model import (
@@ -33,7 +34,6 @@ __all__ = ["StudyError", "load"]
 M = TypeVar("M", bound=BaseModel)
 _TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
 _CODE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SELECTS = ("select_one", "select_multiple")
 
 
 class StudyError(Exception):
@@ -79,21 +79,25 @@ class _Loader:
             m = _TOML_AT.search(msg)
             row = int(m.group(1)) if m else None
             col = m.group(2) if m else None
-            self.add(f"TOML syntax error: {_TOML_AT.sub('', msg).strip()}"
-                     + (f" (column {col})" if col else ""), file=name, row=row)
+            self.add(
+                f"TOML syntax error: {_TOML_AT.sub('', msg).strip()}"
+                + (f" (column {col})" if col else ""),
+                file=name,
+                row=row,
+            )
             return None
         try:
             return model.model_validate(data)
         except ValidationError as exc:
             for err in exc.errors():
-                self.add(_pydantic_message(err), file=name,
-                         key=_loc(err["loc"], data, list_key))
+                self.add(_pydantic_message(err), file=name, key=_loc(err["loc"], data, list_key))
             return None
 
     # -- expressions ---------------------------------------------------------------------
 
-    def expression(self, source: str | None, *, file: str, key: str,
-                   forms: Iterable[Form], bare: str = "error") -> Expression | None:
+    def expression(
+        self, source: str | None, *, file: str, key: str, forms: Iterable[Form], bare: str = "error"
+    ) -> Expression | None:
         if source is None:
             return None
         try:
@@ -103,13 +107,20 @@ class _Loader:
             return None
         for form in forms:
             for ref in sorted(ex.refs - form.fields.keys()):
-                self.add(f"${{{ref}}} is not a field of questionnaire {form.form_id!r}",
-                         file=file, key=key)
+                self.add(
+                    f"${{{ref}}} is not a field of questionnaire {form.form_id!r}",
+                    file=file,
+                    key=key,
+                )
             for msg in literal_choice_problems(form, ex):
                 self.add(msg, file=file, key=key)
         if ex.uses_current:
-            self.add(f"{source!r} uses '.', which only means something in a questionnaire "
-                     "constraint; refer to the field as ${name}", file=file, key=key)
+            self.add(
+                f"{source!r} uses '.', which only means something in a questionnaire "
+                "constraint; refer to the field as ${name}",
+                file=file,
+                key=key,
+            )
         return ex
 
 
@@ -142,60 +153,59 @@ def _pydantic_message(err: Any) -> str:
     msg = str(err.get("msg", "invalid"))
     msg = msg.removeprefix("Value error, ")
     value = err.get("input")
-    if kind not in ("model_type", "dict_type") and value is not None and not isinstance(
-        value, dict | list
+    if (
+        kind not in ("model_type", "dict_type")
+        and value is not None
+        and not isinstance(value, dict | list)
     ):
         msg += f" (got {value!r})"
     return msg
 
 
-def literal_choice_problems(form: Form, ex: Expression) -> list[str]:
-    """Choice codes written as literals next to a select field that are not its choices:
-    `selected(${pay}, 'retial')`, `${org_type} = 'goverment'`."""
-    out: list[str] = []
-
-    def check(ref: Node, lit: Node) -> None:
-        if ref.kind != "ref" or lit.kind != "str":
-            return
-        f = form.fields.get(str(ref.value))
-        if f is None or f.type not in _SELECTS or f.choice_list not in form.choice_lists:
-            return
-        names = form.choice_lists[f.choice_list].names
-        code = str(lit.value)
-        if code not in names and not (code == "other" and f"{f.name}_other" in form.fields):
-            out.append(f"{code!r} is not a choice of ${{{f.name}}} in questionnaire "
-                       f"{form.form_id!r} (list {f.choice_list!r})")
-
-    def walk(n: Node) -> None:
-        if n.kind == "call" and n.value == "selected" and len(n.args) == 2:
-            check(n.args[0], n.args[1])
-        if n.kind == "bin" and n.value in ("=", "!="):
-            a, b = n.args
-            check(a, b)
-            check(b, a)
-        for arg in n.args:
-            walk(arg)
-
-    walk(ex.tree)
-    return out
-
-
 # --- frames -------------------------------------------------------------------------------
 
-GEOGRAPHY = [Column("code", "nonempty"), Column("region", "nonempty"),
-             Column("population", "int"), Column("year", "int"), Column("source", "nonempty"),
-             Column("note", optional=True)]
-POPULATIONS = [Column("group", "nonempty"), Column("population", "number"),
-               Column("unit", "nonempty"), Column("year", "int"), Column("basis", "nonempty"),
-               Column("source", "nonempty"), Column("note", optional=True)]
-MARGINS = [Column("group", "nonempty"), Column("variable", "nonempty"),
-           Column("category", "nonempty"), Column("share", "number"),
-           Column("source", "nonempty"), Column("note", optional=True)]
-STATISTICS = [Column("key", "nonempty"), Column("value", "number"), Column("unit", "nonempty"),
-              Column("year", "int"), Column("source", "nonempty"), Column("note", optional=True)]
-HISTORY = [Column("series", "nonempty"), Column("year", "int"), Column("value", "number"),
-           Column("unit", "nonempty"), Column("definition", "nonempty"),
-           Column("source", "nonempty"), Column("note", optional=True)]
+GEOGRAPHY = [
+    Column("code", "nonempty"),
+    Column("region", "nonempty"),
+    Column("population", "int"),
+    Column("year", "int"),
+    Column("source", "nonempty"),
+    Column("note", optional=True),
+]
+POPULATIONS = [
+    Column("group", "nonempty"),
+    Column("population", "number"),
+    Column("unit", "nonempty"),
+    Column("year", "int"),
+    Column("basis", "nonempty"),
+    Column("source", "nonempty"),
+    Column("note", optional=True),
+]
+MARGINS = [
+    Column("group", "nonempty"),
+    Column("variable", "nonempty"),
+    Column("category", "nonempty"),
+    Column("share", "number"),
+    Column("source", "nonempty"),
+    Column("note", optional=True),
+]
+STATISTICS = [
+    Column("key", "nonempty"),
+    Column("value", "number"),
+    Column("unit", "nonempty"),
+    Column("year", "int"),
+    Column("source", "nonempty"),
+    Column("note", optional=True),
+]
+HISTORY = [
+    Column("series", "nonempty"),
+    Column("year", "int"),
+    Column("value", "number"),
+    Column("unit", "nonempty"),
+    Column("definition", "nonempty"),
+    Column("source", "nonempty"),
+    Column("note", optional=True),
+]
 
 
 def _rows(t: Table) -> Iterable[tuple[int, dict[str, str]]]:
@@ -215,11 +225,22 @@ def _load_frames(ld: _Loader, cfg: schema.StudyConfig, groups: dict[str, Group])
         duplicates(t, ["code"], ld.problems)
         for n, r in _rows(t):
             if not _CODE.match(r["code"]):
-                ld.add(f"code {r['code']!r} must be ASCII letters, digits and _",
-                       file=t.file, row=n, column="code")
-            frames.geography.append(Province(
-                r["code"], {lang: r[f"name_{lang}"] for lang in langs}, r["region"],
-                int(float(r["population"])), int(float(r["year"])), r["source"]))
+                ld.add(
+                    f"code {r['code']!r} must be ASCII letters, digits and _",
+                    file=t.file,
+                    row=n,
+                    column="code",
+                )
+            frames.geography.append(
+                Province(
+                    r["code"],
+                    {lang: r[f"name_{lang}"] for lang in langs},
+                    r["region"],
+                    int(float(r["population"])),
+                    int(float(r["year"])),
+                    r["source"],
+                )
+            )
 
     path = ld.resolve(fr.populations, "frames.populations")
     ok = len(ld.problems)
@@ -228,16 +249,30 @@ def _load_frames(ld: _Loader, cfg: schema.StudyConfig, groups: dict[str, Group])
         duplicates(t, ["group"], ld.problems)
         for n, r in _rows(t):
             if r["group"] not in cfg.groups:
-                ld.add(f"group {r['group']!r} is not a group of study.toml "
-                       f"({', '.join(cfg.groups)})", file=t.file, row=n, column="group")
+                ld.add(
+                    f"group {r['group']!r} is not a group of study.toml ({', '.join(cfg.groups)})",
+                    file=t.file,
+                    row=n,
+                    column="group",
+                )
             if r["basis"] not in ("published", "assumption", "estimate"):
-                ld.add("basis must be published, assumption or estimate",
-                       file=t.file, row=n, column="basis")
+                ld.add(
+                    "basis must be published, assumption or estimate",
+                    file=t.file,
+                    row=n,
+                    column="basis",
+                )
             if float(r["population"]) <= 0:
                 ld.add("population must be positive", file=t.file, row=n, column="population")
             frames.populations[r["group"]] = Population(
-                r["group"], float(r["population"]), r["unit"], int(float(r["year"])),
-                r["basis"], r["source"], r.get("note", ""))
+                r["group"],
+                float(r["population"]),
+                r["unit"],
+                int(float(r["year"])),
+                r["basis"],
+                r["source"],
+                r.get("note", ""),
+            )
         for g in cfg.groups:
             if g not in frames.populations:
                 ld.add(f"no population for group {g!r}", file=t.file)
@@ -257,15 +292,21 @@ def _load_frames(ld: _Loader, cfg: schema.StudyConfig, groups: dict[str, Group])
             duplicates(t, ["key"], ld.problems)
             for n, r in _rows(t):
                 if not re.match(r"^[a-z][a-z0-9_]*$", r["key"]):
-                    ld.add(f"key {r['key']!r} must be lower snake_case", file=t.file, row=n,
-                           column="key")
+                    ld.add(
+                        f"key {r['key']!r} must be lower snake_case",
+                        file=t.file,
+                        row=n,
+                        column="key",
+                    )
                 frames.statistics[r["key"]] = Statistic(
-                    r["key"], float(r["value"]), r["unit"], int(float(r["year"])), r["source"])
+                    r["key"], float(r["value"]), r["unit"], int(float(r["year"])), r["source"]
+                )
     return frames
 
 
-def _margins(ld: _Loader, t: Table, groups: dict[str, Group], frames: Frames,
-             declared: set[str]) -> None:
+def _margins(
+    ld: _Loader, t: Table, groups: dict[str, Group], frames: Frames, declared: set[str]
+) -> None:
     duplicates(t, ["group", "variable", "category"], ld.problems)
     collected: dict[tuple[str, str], list[tuple[int, str, float, str]]] = {}
     for n, r in _rows(t):
@@ -273,44 +314,100 @@ def _margins(ld: _Loader, t: Table, groups: dict[str, Group], frames: Frames,
         if not 0 <= share <= 1:
             ld.add(f"share {share} is not between 0 and 1", file=t.file, row=n, column="share")
         collected.setdefault((r["group"], r["variable"]), []).append(
-            (n, r["category"], share, r["source"]))
+            (n, r["category"], share, r["source"])
+        )
     for (g, var), items in collected.items():
         first = items[0][0]
         group = groups.get(g)
         if group is None and g in declared:
             continue  # its questionnaire could not be loaded: that problem is reported
         if group is None:
-            ld.add(f"group {g!r} is not a group of the study", file=t.file, row=first,
-                   column="group")
+            ld.add(
+                f"group {g!r} is not a group of the study", file=t.file, row=first, column="group"
+            )
             continue
         f = group.form.fields.get(var)
         if f is None:
-            ld.add(f"variable {var!r} is not a field of questionnaire {g!r}", file=t.file,
-                   row=first, column="variable")
+            ld.add(
+                f"variable {var!r} is not a field of questionnaire {g!r}",
+                file=t.file,
+                row=first,
+                column="variable",
+            )
             continue
-        if f.type in _SELECTS and f.choice_list in group.form.choice_lists:
-            names = group.form.choice_lists[f.choice_list].names
+        categories = _categories(group.form, var)
+        if categories is None:
+            ld.add(
+                f"variable {var!r} is a {f.type}; margins need a select_one, or a calculate "
+                "whose categories are string literals",
+                file=t.file,
+                row=first,
+                column="variable",
+            )
+        else:
             for n, cat, _, _ in items:
-                if cat not in names:
-                    ld.add(f"category {cat!r} is not a choice of {var!r} in questionnaire "
-                           f"{g!r}", file=t.file, row=n, column="category")
-            missing = [c for c in names if c not in {i[1] for i in items}]
-            if missing and f.type == "select_one":
-                ld.add(f"margin {g}/{var} has no share for {', '.join(missing)} (give 0 "
-                       "if the category is empty in the population)", file=t.file, row=first,
-                       column="category")
-        elif f.type != "calculate":
-            ld.add(f"variable {var!r} is a {f.type}; margins need a select_one or calculate",
-                   file=t.file, row=first, column="variable")
+                if cat not in categories:
+                    what = (
+                        f"a choice of {var!r}"
+                        if f.type == "select_one"
+                        else f"a value the calculation of {var!r} yields"
+                    )
+                    ld.add(
+                        f"category {cat!r} is not {what} in questionnaire {g!r} "
+                        f"({', '.join(categories)})",
+                        file=t.file,
+                        row=n,
+                        column="category",
+                    )
+            missing = [c for c in categories if c not in {i[1] for i in items}]
+            if missing:
+                ld.add(
+                    f"margin {g}/{var} has no share for {', '.join(missing)} (give 0 "
+                    "if the category is empty in the population)",
+                    file=t.file,
+                    row=first,
+                    column="category",
+                )
         total = math.fsum(i[2] for i in items)
         if not math.isclose(total, 1.0, abs_tol=1e-6):
-            ld.add(f"shares of {g}/{var} sum to {total:.9g}, not 1", file=t.file, row=first,
-                   column="share")
+            ld.add(
+                f"shares of {g}/{var} sum to {total:.9g}, not 1",
+                file=t.file,
+                row=first,
+                column="share",
+            )
         frames.margins.setdefault(g, {})[var] = Margin(
-            g, var, {i[1]: i[2] for i in items}, tuple(sorted({i[3] for i in items})))
+            g, var, {i[1]: i[2] for i in items}, tuple(sorted({i[3] for i in items}))
+        )
+
+
+def _categories(form: Form, name: str) -> tuple[str, ...] | None:
+    """The values a weighting variable takes: a select_one's choices, or the string
+    literals a calculate can yield (`if(${age} < 30, 'young', 'older')`)."""
+    f = form.fields[name]
+    if f.type == "select_one" and f.choice_list in form.choice_lists:
+        return form.choice_lists[f.choice_list].names
+    if f.type == "calculate" and f.calculation is not None:
+        found: list[str] = []
+
+        def walk(n: Node, in_condition: bool) -> None:
+            if n.kind == "str" and not in_condition and str(n.value) not in found:
+                found.append(str(n.value))
+            if n.kind == "call" and n.value == "if":
+                walk(n.args[0], True)
+                walk(n.args[1], in_condition)
+                walk(n.args[2], in_condition)
+                return
+            for arg in n.args:
+                walk(arg, in_condition or n.kind == "bin")
+
+        walk(f.calculation.tree, False)
+        return tuple(found) or None
+    return None
 
 
 # --- groups ---------------------------------------------------------------------------------
+
 
 def _load_groups(ld: _Loader, cfg: schema.StudyConfig) -> dict[str, Group]:
     groups: dict[str, Group] = {}
@@ -318,12 +415,16 @@ def _load_groups(ld: _Loader, cfg: schema.StudyConfig) -> dict[str, Group]:
         key = f"groups.{gid}"
         for lang in cfg.study.languages:
             if lang not in spec.label:
-                ld.add(f"label is missing in language {lang!r}", file="study.toml",
-                       key=f"{key}.label")
+                ld.add(
+                    f"label is missing in language {lang!r}", file="study.toml", key=f"{key}.label"
+                )
         for mode in spec.sample.modes:
             if mode not in cfg.fieldwork.modes:
-                ld.add(f"mode {mode!r} is not a fieldwork mode ({cfg.fieldwork.modes})",
-                       file="study.toml", key=f"{key}.sample.modes")
+                ld.add(
+                    f"mode {mode!r} is not a fieldwork mode ({cfg.fieldwork.modes})",
+                    file="study.toml",
+                    key=f"{key}.sample.modes",
+                )
         path = ld.resolve(spec.questionnaire, f"{key}.questionnaire")
         if path is None:
             continue
@@ -333,11 +434,18 @@ def _load_groups(ld: _Loader, cfg: schema.StudyConfig) -> dict[str, Group]:
             ld.problems.extend(exc.problems)
             continue
         if form.form_id != gid:
-            ld.add(f"settings form_id is {form.form_id!r}; it must be the group id {gid!r}",
-                   file=ld.shown(path), sheet="settings", column="form_id")
+            ld.add(
+                f"settings form_id is {form.form_id!r}; it must be the group id {gid!r}",
+                file=ld.shown(path),
+                sheet="settings",
+                column="form_id",
+            )
         if cfg.sample.stratify_by not in form.fields:
-            ld.add(f"questionnaire has no field {cfg.sample.stratify_by!r} to stratify by "
-                   "(sample.stratify_by)", file=ld.shown(path))
+            ld.add(
+                f"questionnaire has no field {cfg.sample.stratify_by!r} to stratify by "
+                "(sample.stratify_by)",
+                file=ld.shown(path),
+            )
         groups[gid] = Group(gid, spec, form)
     for gid, group in groups.items():
         _check_group_quality(ld, gid, group)
@@ -349,33 +457,46 @@ def _check_group_quality(ld: _Loader, gid: str, group: Group) -> None:
     for i, chk in enumerate(spec.quality.attention_checks):
         key = f"groups.{gid}.quality.attention_checks[{i + 1}]"
         if chk.field not in form.fields:
-            ld.add(f"{chk.field!r} is not a field of questionnaire {gid!r}", file="study.toml",
-                   key=key)
+            ld.add(
+                f"{chk.field!r} is not a field of questionnaire {gid!r}", file="study.toml", key=key
+            )
         ld.expression(chk.pass_, file="study.toml", key=f"{key}.pass", forms=[form])
     for i, bat in enumerate(spec.quality.batteries):
         key = f"groups.{gid}.quality.batteries[{i + 1}]"
         for item in bat.items:
             f = form.fields.get(item)
             if f is None:
-                ld.add(f"{item!r} is not a field of questionnaire {gid!r}", file="study.toml",
-                       key=key)
+                ld.add(
+                    f"{item!r} is not a field of questionnaire {gid!r}", file="study.toml", key=key
+                )
             elif f.type != "select_one":
-                ld.add(f"battery item {item!r} is a {f.type}, not a select_one",
-                       file="study.toml", key=key)
+                ld.add(
+                    f"battery item {item!r} is a {f.type}, not a select_one",
+                    file="study.toml",
+                    key=key,
+                )
         lists = {form.fields[i].choice_list for i in bat.items if i in form.fields}
         if len(lists) > 1:
-            ld.add(f"battery items use different scales: {sorted(map(str, lists))}",
-                   file="study.toml", key=key)
+            ld.add(
+                f"battery items use different scales: {sorted(map(str, lists))}",
+                file="study.toml",
+                key=key,
+            )
     for var in spec.weighting.margins:
         if var not in form.fields:
-            ld.add(f"weighting margin {var!r} is not a field of questionnaire {gid!r}",
-                   file="study.toml", key=f"groups.{gid}.weighting.margins")
+            ld.add(
+                f"weighting margin {var!r} is not a field of questionnaire {gid!r}",
+                file="study.toml",
+                key=f"groups.{gid}.weighting.margins",
+            )
 
 
 # --- indicators -----------------------------------------------------------------------------
 
-def _load_indicators(ld: _Loader, cfg: schema.StudyConfig,
-                     groups: dict[str, Group]) -> dict[str, Indicator]:
+
+def _load_indicators(
+    ld: _Loader, cfg: schema.StudyConfig, groups: dict[str, Group]
+) -> dict[str, Indicator]:
     out: dict[str, Indicator] = {}
     spec = ld.toml("indicators.toml", schema.IndicatorsFile, list_key="indicator")
     if spec is None:
@@ -387,27 +508,35 @@ def _load_indicators(ld: _Loader, cfg: schema.StudyConfig,
             continue
         for lang in cfg.study.languages:
             if lang not in ind.label:
-                ld.add(f"label is missing in language {lang!r}", file="indicators.toml",
-                       key=f"{key}.label")
+                ld.add(
+                    f"label is missing in language {lang!r}",
+                    file="indicators.toml",
+                    key=f"{key}.label",
+                )
         forms: list[Form] = []
         for g in ind.groups:
             if g not in cfg.groups:
-                ld.add(f"group {g!r} is not a group of study.toml", file="indicators.toml",
-                       key=f"{key}.group")
+                ld.add(
+                    f"group {g!r} is not a group of study.toml",
+                    file="indicators.toml",
+                    key=f"{key}.group",
+                )
             elif g in groups:
                 forms.append(groups[g].form)
-        ex = ld.expression(ind.expression, file="indicators.toml", key=f"{key}.expression",
-                           forms=forms)
-        dom = ld.expression(ind.domain, file="indicators.toml", key=f"{key}.domain",
-                            forms=forms)
-        den = ld.expression(ind.denominator, file="indicators.toml",
-                            key=f"{key}.denominator", forms=forms)
+        ex = ld.expression(
+            ind.expression, file="indicators.toml", key=f"{key}.expression", forms=forms
+        )
+        dom = ld.expression(ind.domain, file="indicators.toml", key=f"{key}.domain", forms=forms)
+        den = ld.expression(
+            ind.denominator, file="indicators.toml", key=f"{key}.denominator", forms=forms
+        )
         if ex is not None:
             out[ind.id] = Indicator(ind, ex, dom, den)
     return out
 
 
 # --- model and history ----------------------------------------------------------------------
+
 
 def _load_history(ld: _Loader) -> list[HistoryPoint]:
     path = ld.root / "history.csv"
@@ -419,15 +548,32 @@ def _load_history(ld: _Loader) -> list[HistoryPoint]:
     duplicates(t, ["series", "year"], ld.problems)
     for n, r in _rows(t):
         if not re.match(r"^[a-z][a-z0-9_]*$", r["series"]):
-            ld.add(f"series {r['series']!r} must be lower snake_case", file="history.csv",
-                   row=n, column="series")
-        out.append(HistoryPoint(r["series"], int(float(r["year"])), float(r["value"]),
-                                r["unit"], r["definition"], r["source"]))
+            ld.add(
+                f"series {r['series']!r} must be lower snake_case",
+                file="history.csv",
+                row=n,
+                column="series",
+            )
+        out.append(
+            HistoryPoint(
+                r["series"],
+                int(float(r["year"])),
+                float(r["value"]),
+                r["unit"],
+                r["definition"],
+                r["source"],
+            )
+        )
     return out
 
 
-def _load_model(ld: _Loader, frames: Frames, indicators: dict[str, Indicator],
-                history: list[HistoryPoint], cfg: schema.StudyConfig) -> schema.ModelFile | None:
+def _load_model(
+    ld: _Loader,
+    frames: Frames,
+    indicators: dict[str, Indicator],
+    history: list[HistoryPoint],
+    cfg: schema.StudyConfig,
+) -> schema.ModelFile | None:
     model = ld.toml("model.toml", schema.ModelFile)
     if model is None:
         return None
@@ -435,60 +581,93 @@ def _load_model(ld: _Loader, frames: Frames, indicators: dict[str, Indicator],
     frame_keys = frames.keys()
     deps: dict[str, set[str]] = {}
     for name, param in model.param.items():
+        _languages(ld, param.label, cfg.study.languages, "model.toml", f"param.{name}.label")
         for preset in param.presets:
             if preset not in model.model.presets:
-                ld.add(f"preset {preset!r} is not declared in model.presets",
-                       file="model.toml", key=f"param.{name}.presets")
+                ld.add(
+                    f"preset {preset!r} is not declared in model.presets",
+                    file="model.toml",
+                    key=f"param.{name}.presets",
+                )
     if model.model.default_preset not in model.model.presets:
-        ld.add(f"default_preset {model.model.default_preset!r} is not one of presets",
-               file="model.toml", key="model.default_preset")
+        ld.add(
+            f"default_preset {model.model.default_preset!r} is not one of presets",
+            file="model.toml",
+            key="model.default_preset",
+        )
     for name, q in model.quantity.items():
         key = f"quantity.{name}.formula"
         for lang in cfg.study.languages:
             if lang not in q.label:
-                ld.add(f"label is missing in language {lang!r}", file="model.toml",
-                       key=f"quantity.{name}.label")
+                ld.add(
+                    f"label is missing in language {lang!r}",
+                    file="model.toml",
+                    key=f"quantity.{name}.label",
+                )
         try:
             ex = parse(q.formula, bare_names="model")
         except ExpressionError as exc:
             ld.add(f"malformed formula {q.formula!r}: {exc}", file="model.toml", key=key)
             continue
         if ex.uses_current:
-            ld.add("'.' means nothing in a formula: name the input (est.<indicator>, ...)",
-                   file="model.toml", key=key)
+            ld.add(
+                "'.' means nothing in a formula: name the input (est.<indicator>, ...)",
+                file="model.toml",
+                key=key,
+            )
         if ex.refs:
-            ld.add("formulas name inputs as est.<indicator>, frame.<key>, param.<name>, "
-                   f"hist.<series>.<year> or a quantity, not ${{...}}: {sorted(ex.refs)}",
-                   file="model.toml", key=key)
+            ld.add(
+                "formulas name inputs as est.<indicator>, frame.<key>, param.<name>, "
+                f"hist.<series>.<year> or a quantity, not ${{...}}: {sorted(ex.refs)}",
+                file="model.toml",
+                key=key,
+            )
         deps[name] = set()
         for bare in sorted(ex.bare_names):
             space, _, rest = bare.partition(".")
             if space == "est" and rest:
                 if rest not in indicators:
-                    ld.add(f"{bare}: no indicator {rest!r} in indicators.toml",
-                           file="model.toml", key=key)
+                    ld.add(
+                        f"{bare}: no indicator {rest!r} in indicators.toml",
+                        file="model.toml",
+                        key=key,
+                    )
             elif space == "frame" and rest:
                 if rest not in frame_keys:
-                    ld.add(f"{bare}: no frame statistic {rest!r} (frames: "
-                           "statistics keys or population.<group>)", file="model.toml", key=key)
+                    ld.add(
+                        f"{bare}: no frame statistic {rest!r} (frames: "
+                        "statistics keys or population.<group>)",
+                        file="model.toml",
+                        key=key,
+                    )
             elif space == "param" and rest:
                 if rest not in model.param:
-                    ld.add(f"{bare}: no parameter {rest!r} in model.toml",
-                           file="model.toml", key=key)
+                    ld.add(
+                        f"{bare}: no parameter {rest!r} in model.toml", file="model.toml", key=key
+                    )
             elif space == "hist" and rest:
                 if rest not in hist:
-                    ld.add(f"{bare}: no history point {rest!r} in history.csv",
-                           file="model.toml", key=key)
+                    ld.add(
+                        f"{bare}: no history point {rest!r} in history.csv",
+                        file="model.toml",
+                        key=key,
+                    )
             elif bare in model.quantity:
                 deps[name].add(bare)
             else:
-                ld.add(f"unknown name {bare!r}: use est.<indicator>, frame.<key>, "
-                       "param.<name>, hist.<series>.<year> or another quantity",
-                       file="model.toml", key=key)
+                ld.add(
+                    f"unknown name {bare!r}: use est.<indicator>, frame.<key>, "
+                    "param.<name>, hist.<series>.<year> or another quantity",
+                    file="model.toml",
+                    key=key,
+                )
     cycle = _find_cycle(deps)
     if cycle:
-        ld.add(f"quantities form a cycle: {' -> '.join(cycle)}", file="model.toml",
-               key=f"quantity.{cycle[0]}.formula")
+        ld.add(
+            f"quantities form a cycle: {' -> '.join(cycle)}",
+            file="model.toml",
+            key=f"quantity.{cycle[0]}.formula",
+        )
     return model
 
 
@@ -497,7 +676,7 @@ def _find_cycle(deps: dict[str, set[str]]) -> list[str] | None:
 
     def visit(n: str, trail: list[str]) -> list[str] | None:
         if state.get(n) == 1:
-            return [*trail[trail.index(n):], n]
+            return [*trail[trail.index(n) :], n]
         if state.get(n) == 2:
             return None
         state[n] = 1
@@ -517,12 +696,17 @@ def _find_cycle(deps: dict[str, set[str]]) -> list[str] | None:
 
 # --- cross checks ---------------------------------------------------------------------------
 
-def _cross_checks(ld: _Loader, cfg: schema.StudyConfig, groups: dict[str, Group],
-                  frames: Frames) -> None:
+
+def _cross_checks(
+    ld: _Loader, cfg: schema.StudyConfig, groups: dict[str, Group], frames: Frames
+) -> None:
     total = sum(g.sample.target_valid for g in cfg.groups.values())
     if total != cfg.sample.target_valid:
-        ld.add(f"group targets sum to {total}, but sample.target_valid is "
-               f"{cfg.sample.target_valid}", file="study.toml", key="sample.target_valid")
+        ld.add(
+            f"group targets sum to {total}, but sample.target_valid is {cfg.sample.target_valid}",
+            file="study.toml",
+            key="sample.target_valid",
+        )
     codes = [p.code for p in frames.geography]
     strat = cfg.sample.stratify_by
     for gid, group in groups.items():
@@ -531,13 +715,45 @@ def _cross_checks(ld: _Loader, cfg: schema.StudyConfig, groups: dict[str, Group]
             names = group.form.choice_lists[f.choice_list].names
             if set(names) != set(codes):
                 diff = sorted(set(names) ^ set(codes))
-                ld.add(f"the choices of {strat!r} differ from the geography frame's codes: "
-                       f"{', '.join(diff[:8])}", file=ld.shown(group.form.source or ld.root),
-                       sheet="choices")
+                ld.add(
+                    f"the choices of {strat!r} differ from the geography frame's codes: "
+                    f"{', '.join(diff[:8])}",
+                    file=ld.shown(group.form.source or ld.root),
+                    sheet="choices",
+                )
         for var in group.spec.weighting.margins:
             if var not in frames.margins.get(gid, {}):
-                ld.add(f"no margin for {gid}/{var} in the margins frame", file="study.toml",
-                       key=f"groups.{gid}.weighting.margins")
+                ld.add(
+                    f"no margin for {gid}/{var} in the margins frame",
+                    file="study.toml",
+                    key=f"groups.{gid}.weighting.margins",
+                )
+
+
+def _languages(
+    ld: _Loader, text: dict[str, str] | None, langs: list[str], file: str, key: str
+) -> None:
+    if text is None:
+        return
+    for lang in langs:
+        if not text.get(lang):
+            ld.add(f"missing in language {lang!r}", file=file, key=key)
+
+
+def _check_study_texts(ld: _Loader, cfg: schema.StudyConfig) -> None:
+    langs = cfg.study.languages
+    for key, text in (
+        ("study.title", cfg.study.title),
+        ("study.subtitle", cfg.study.subtitle),
+        ("study.publisher", cfg.study.publisher),
+        ("study.description", cfg.study.description),
+        ("report.title", cfg.report.title),
+    ):
+        _languages(ld, text, langs, "study.toml", key)
+    for rule in cfg.quality.rule:
+        _languages(
+            ld, rule.description, langs, "study.toml", f"quality.rule ({rule.id}).description"
+        )
 
 
 def load(path: Path | str) -> Study:
@@ -552,6 +768,7 @@ def load(path: Path | str) -> Study:
         ld.toml("indicators.toml", schema.IndicatorsFile, list_key="indicator")
         ld.toml("model.toml", schema.ModelFile)
         raise StudyError(ld.problems)
+    _check_study_texts(ld, cfg)
     groups = _load_groups(ld, cfg)
     frames = _load_frames(ld, cfg, groups)
     indicators = _load_indicators(ld, cfg, groups)

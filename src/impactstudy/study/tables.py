@@ -54,14 +54,21 @@ def read_text(path: Path, shown: str, problems: list[Problem]) -> str | None:
         except UnicodeDecodeError:
             pass
         problems.append(
-            Problem(f"not UTF-8 (byte {exc.start + 1} cannot be decoded).{hint}",
-                    file=shown, row=line)
+            Problem(
+                f"not UTF-8 (byte {exc.start + 1} cannot be decoded).{hint}", file=shown, row=line
+            )
         )
         return None
 
 
-def read_table(path: Path, shown: str, columns: Sequence[Column],
-               problems: list[Problem], *, extra_prefixes: Sequence[str] = ()) -> Table | None:
+def read_table(
+    path: Path,
+    shown: str,
+    columns: Sequence[Column],
+    problems: list[Problem],
+    *,
+    extra_prefixes: Sequence[str] = (),
+) -> Table | None:
     """Read a CSV with exactly `columns` (optional ones may be absent); check each cell kind."""
     text = read_text(path, shown, problems)
     if text is None:
@@ -76,14 +83,24 @@ def read_table(path: Path, shown: str, columns: Sequence[Column],
     start = len(problems)
     missing = [c.name for c in columns if not c.optional and c.name not in header]
     if missing:
-        problems.append(Problem(
-            f"missing column(s) {', '.join(missing)}; the columns are "
-            f"{', '.join(c.name for c in columns)}", file=shown, row=1))
+        problems.append(
+            Problem(
+                f"missing column(s) {', '.join(missing)}; the columns are "
+                f"{', '.join(c.name for c in columns)}",
+                file=shown,
+                row=1,
+            )
+        )
     for h in header:
         if h not in known and not any(h.startswith(p) for p in extra_prefixes):
-            problems.append(Problem(f"unknown column {h!r}; the columns are "
-                                    f"{', '.join(c.name for c in columns)}",
-                                    file=shown, row=1, column=h))
+            problems.append(
+                Problem(
+                    f"unknown column {h!r}; the columns are {', '.join(c.name for c in columns)}",
+                    file=shown,
+                    row=1,
+                    column=h,
+                )
+            )
     dup = sorted({h for h in header if header.count(h) > 1})
     if dup:
         problems.append(Problem(f"column(s) {', '.join(dup)} appear twice", file=shown, row=1))
@@ -98,8 +115,13 @@ def read_table(path: Path, shown: str, columns: Sequence[Column],
             if not any(cell.strip() for cell in raw):
                 continue
             if len(raw) != len(header):
-                problems.append(Problem(f"{len(raw)} cells, but the header has {len(header)}",
-                                        file=shown, row=line_no))
+                problems.append(
+                    Problem(
+                        f"{len(raw)} cells, but the header has {len(header)}",
+                        file=shown,
+                        row=line_no,
+                    )
+                )
                 continue
             row = {h: cell.strip() for h, cell in zip(header, raw, strict=True)}
             for name, value in row.items():
@@ -113,8 +135,13 @@ def read_table(path: Path, shown: str, columns: Sequence[Column],
             numbers.append(line_no)
     except csv.Error as exc:
         # the record that could not be read is the one after the last good one
-        problems.append(Problem(f"malformed CSV: {exc} (check the quotes from this row on)",
-                                file=shown, row=line_no + 1))
+        problems.append(
+            Problem(
+                f"malformed CSV: {exc} (check the quotes from this row on)",
+                file=shown,
+                row=line_no + 1,
+            )
+        )
         return None
     if not rows:
         problems.append(Problem("the table has a header but no rows", file=shown))
@@ -143,8 +170,13 @@ def duplicates(table: Table, keys: Sequence[str], problems: list[Problem]) -> No
     for row, n in zip(table.rows, table.row_numbers, strict=True):
         key = tuple(row.get(k, "") for k in keys)
         if key in seen:
-            problems.append(Problem(
-                f"duplicate {'/'.join(keys)} {'/'.join(key)!r} (first at row {seen[key]})",
-                file=table.file, row=n, column=keys[-1]))
+            problems.append(
+                Problem(
+                    f"duplicate {'/'.join(keys)} {'/'.join(key)!r} (first at row {seen[key]})",
+                    file=table.file,
+                    row=n,
+                    column=keys[-1],
+                )
+            )
         else:
             seen[key] = n
