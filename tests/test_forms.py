@@ -15,6 +15,8 @@ from typing import Any
 
 import openpyxl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from impactstudy.forms import Form, FormError, fill_calculations, load_form, validate_submission
 
@@ -321,3 +323,35 @@ def test_empty_and_fake_workbooks(tmp_path: Path) -> None:
         load_form(fake)
     with pytest.raises(FormError, match="not found"):
         load_form(tmp_path / "missing.xlsx")
+
+
+# --- property: validation never raises, whatever a client sends ------------------------------
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**15), 10**15),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(["yes", "no", "1", "5", "beijing", "2018-10-01", "retail catering", "other"]),
+    st.lists(st.sampled_from(["retail", "catering", "none", "x"]), max_size=3),
+    st.dates(),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_validation_returns_problems_and_never_raises(form: Form, data: st.DataObject) -> None:
+    names = sorted(form.fields) + ["not_a_field"]
+    answers = data.draw(st.dictionaries(st.sampled_from(names), _values, max_size=12))
+    if "children" in answers and data.draw(st.booleans()):
+        answers["children"] = data.draw(
+            st.lists(
+                st.dictionaries(st.sampled_from(["child_age", "child_uses", "x"]), _values),
+                max_size=3,
+            )
+        )
+    problems = validate_submission(form, answers, today=TODAY)
+    assert all(isinstance(p.message, str) and p.code for p in problems)
