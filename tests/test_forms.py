@@ -344,7 +344,7 @@ _values = st.one_of(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_validation_returns_problems_and_never_raises(form: Form, data: st.DataObject) -> None:
-    names = sorted(form.fields) + ["not_a_field"]
+    names = [*sorted(form.fields), "not_a_field"]
     answers = data.draw(st.dictionaries(st.sampled_from(names), _values, max_size=12))
     if "children" in answers and data.draw(st.booleans()):
         answers["children"] = data.draw(
