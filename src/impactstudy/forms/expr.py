@@ -127,7 +127,10 @@ def to_number(value: object) -> float:
         return v
     s = str(v)
     if _NUMBER_RE.match(s):
-        return float(s)
+        try:
+            return float(s)
+        except ValueError:  # `\s` also matches U+001C-U+001F, which float() rejects
+            return math.nan
     s = s.strip()
     if _DATE_RE.match(s):
         try:
@@ -504,12 +507,13 @@ def _xpath_round(x: float) -> float:
 def _substr(s: str, start: float, end: float | None) -> str:
     if math.isnan(start):
         return ""
-    i = max(0, int(start))
+    n = float(len(s))  # clamp first: int() of an infinite index would raise
+    i = int(min(max(start, 0.0), n))
     if end is None:
         return s[i:]
     if math.isnan(end):
         return ""
-    return s[i : max(i, int(end))]
+    return s[i : max(i, int(min(max(end, 0.0), n)))]
 
 
 def _min_max(pick: Callable[[list[float]], float]) -> Builder:
@@ -536,7 +540,7 @@ def _fn2(f: Callable[[Value, Value], Value]) -> Builder:
 def _selected_at(v: Value, n: Value) -> str:
     items = to_string(v).split()
     k = to_number(n)
-    if math.isnan(k) or k < 0 or k != int(k) or int(k) >= len(items):
+    if math.isnan(k) or math.isinf(k) or k < 0 or k != int(k) or int(k) >= len(items):
         return ""
     return items[int(k)]
 
@@ -624,7 +628,10 @@ def _date(v: Value) -> str:
     n = to_number(v)
     if math.isnan(n) or abs(n) > 2_000_000:
         return ""
-    return (_EPOCH + dt.timedelta(days=math.floor(n))).isoformat()
+    try:
+        return (_EPOCH + dt.timedelta(days=math.floor(n))).isoformat()
+    except OverflowError:  # before year 1
+        return ""
 
 
 FUNCTIONS: dict[str, FunctionSpec] = {
@@ -698,6 +705,24 @@ class Expression:
         except (ArithmeticError, ValueError, TypeError, KeyError, IndexError) as exc:
             raise ExpressionError(f"{self.source!r}: {exc}") from None
 
+    def substitute(
+        self, *, current: str | None = None, bare: Mapping[str, str] | None = None
+    ) -> Expression:
+        """The same expression with `.` read as `${current}` and bare names (choice_filter
+        columns) replaced by the given string values: what a whole-table evaluation needs."""
+
+        def rewrite(n: Node) -> Node:
+            if n.kind == "cur" and current is not None:
+                return Node("ref", current)
+            if n.kind == "bare" and bare is not None and str(n.value) in bare:
+                return Node("str", bare[str(n.value)])
+            if n.args:
+                return Node(n.kind, n.value, tuple(rewrite(a) for a in n.args))
+            return n
+
+        tree = rewrite(self.tree)
+        return _expression(self.source, tree)
+
     def boolean(self, scope: Scope) -> bool:
         return to_boolean(self.evaluate(scope))
 
@@ -733,10 +758,16 @@ def parse(source: str, *, bare_names: BareNames = "error") -> Expression:
         fn = _compile(tree)
     except RecursionError:
         raise ExpressionError("expression nested too deeply") from None
+    return _expression(source, tree, fn)
+
+
+def _expression(source: str, tree: Node, fn: Compiled | None = None) -> Expression:
     refs: set[str] = set()
     bare: set[str] = set()
     flags: set[str] = set()
     _collect(tree, refs, bare, flags)
+    if fn is None:
+        fn = _compile(tree)
     return Expression(source, tree, frozenset(refs), frozenset(bare), "cur" in flags, fn)
 
 

@@ -27,6 +27,7 @@ from impactstudy.study.model import (
     Statistic,
     Study,
 )
+from impactstudy.study.simspec import SimulationFile
 from impactstudy.study.tables import Column, Table, duplicates, read_table, read_text
 
 __all__ = ["StudyError", "load"]
@@ -730,6 +731,113 @@ def _cross_checks(
                 )
 
 
+def _check_quality_rules(ld: _Loader, cfg: schema.StudyConfig, groups: dict[str, Group]) -> None:
+    """[[quality.rule]] against the groups: group names, modes, expressions, check counts."""
+    for rule in cfg.quality.rule:
+        key = f"quality.rule ({rule.id})"
+        unknown = sorted(set(rule.groups or ()) - groups.keys())
+        if unknown:
+            ld.add(f"no such group: {', '.join(unknown)}", file="study.toml", key=f"{key}.groups")
+        modes = sorted(set(rule.modes or ()) - set(cfg.fieldwork.modes))
+        if modes:
+            ld.add(
+                f"mode {', '.join(modes)} is not in fieldwork.modes",
+                file="study.toml",
+                key=f"{key}.modes",
+            )
+        applies = [g for gid, g in groups.items() if rule.groups is None or gid in rule.groups]
+        ld.expression(
+            rule.expression,
+            file="study.toml",
+            key=f"{key}.expression",
+            forms=[g.form for g in applies],
+        )
+        if rule.kind == "attention" and rule.threshold is not None:
+            for g in applies:
+                n = len(g.spec.quality.attention_checks)
+                if 0 < n < rule.threshold:
+                    ld.add(
+                        f"threshold {rule.threshold:g} is more than the {n} attention "
+                        f"check{'s' if n != 1 else ''} of group {g.id!r}",
+                        file="study.toml",
+                        key=f"{key}.threshold",
+                    )
+
+
+def _load_simulation(
+    ld: _Loader, groups: dict[str, Group], frames: Frames, indicators: dict[str, Indicator]
+) -> SimulationFile | None:
+    if not (ld.root / "simulation.toml").exists():
+        return None
+    sim = ld.toml("simulation.toml", SimulationFile)
+    if sim is None:
+        return None
+    file = "simulation.toml"
+    for gid, gs in sim.groups.items():
+        group = groups.get(gid)
+        if group is None:
+            ld.add(f"{gid!r} is not a group of the study", file=file, key=f"groups.{gid}")
+            continue
+        form = group.form
+        for name, gen in gs.fields.items():
+            key = f"groups.{gid}.fields.{name}"
+            f = form.fields.get(name)
+            if f is None:
+                ld.add(f"{name!r} is not a field of questionnaire {gid!r}", file=file, key=key)
+                continue
+            if gen.probs and f.choice_list in form.choice_lists:
+                names = form.choice_lists[f.choice_list].names
+                for code in gen.probs:
+                    if code not in names:
+                        ld.add(
+                            f"{code!r} is not a choice of {name!r}", file=file, key=f"{key}.probs"
+                        )
+            elif gen.probs:
+                ld.add(
+                    f"probs are for select questions; {name!r} is a {f.type}",
+                    file=file,
+                    key=f"{key}.probs",
+                )
+            if gen.of is not None and gen.of not in form.fields:
+                ld.add(
+                    f"{gen.of!r} is not a field of questionnaire {gid!r}",
+                    file=file,
+                    key=f"{key}.of",
+                )
+            if gen.margin is not None:
+                margin = frames.margins.get(gid, {}).get(gen.margin)
+                if margin is None:
+                    ld.add(
+                        f"no margin {gid}/{gen.margin} in the margins frame",
+                        file=file,
+                        key=f"{key}.margin",
+                    )
+                elif set(gen.ranges) != set(margin.shares):
+                    ld.add(
+                        f"ranges must cover the categories of margin {gen.margin!r} "
+                        f"exactly ({', '.join(margin.shares)})",
+                        file=file,
+                        key=f"{key}.ranges",
+                    )
+        for ind_id in gs.targets:
+            ind = indicators.get(ind_id)
+            if ind is None or gid not in ind.groups:
+                ld.add(
+                    f"{ind_id!r} is not an indicator of group {gid!r}",
+                    file=file,
+                    key=f"groups.{gid}.targets",
+                )
+        for name in gs.totals:
+            f = form.fields.get(name)
+            if f is None or f.type not in ("integer", "decimal"):
+                ld.add(
+                    f"totals are for integer or decimal fields; {name!r} is not one",
+                    file=file,
+                    key=f"groups.{gid}.totals",
+                )
+    return sim
+
+
 def _languages(
     ld: _Loader, text: dict[str, str] | None, langs: list[str], file: str, key: str
 ) -> None:
@@ -775,6 +883,8 @@ def load(path: Path | str) -> Study:
     history = _load_history(ld)
     model = _load_model(ld, frames, indicators, history, cfg)
     _cross_checks(ld, cfg, groups, frames)
+    _check_quality_rules(ld, cfg, groups)
+    simulation = _load_simulation(ld, groups, frames, indicators)
     if ld.problems or model is None:
         raise StudyError(ld.problems or [Problem("model.toml could not be read")])
-    return Study(root, cfg, groups, frames, indicators, model, history)
+    return Study(root, cfg, groups, frames, indicators, model, history, simulation)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from impactstudy.forms import Expression, Form
 from impactstudy.study import schema
+from impactstudy.study.simspec import SimulationFile
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ class Study:
     indicators: dict[str, Indicator]
     model: schema.ModelFile
     history: list[HistoryPoint]
+    #: simulation.toml, when the study ships one
+    simulation: SimulationFile | None = None
 
     @property
     def id(self) -> str:
