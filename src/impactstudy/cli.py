@@ -104,6 +104,51 @@ def check(study: str | None) -> None:
 @cli.command()
 @click.argument("study", required=False, type=click.Path(file_okay=False))
 @click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Random seed (default: simulation.toml's). Same seed, same bytes.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="out/simulation",
+    show_default=True,
+    help="Folder for the responses and the truth.",
+)
+@_friendly
+def simulate(study: str | None, seed: int | None, out: str) -> None:
+    """Simulate the study: a synthetic population calibrated to the published figures, the
+    fieldwork that samples it (nonresponse, modes, paradata, bad respondents), the
+    responses, and the truth.
+
+    \b
+    Example:
+      impactstudy simulate --seed 20181001 --out out/simulation
+    """
+    from impactstudy.simulate import SimulationError
+    from impactstudy.simulate import simulate as run_simulation
+    from impactstudy.study import load
+
+    s = load(_study_path(study))
+    try:
+        sim = run_simulation(s, seed)
+    except SimulationError as exc:
+        raise click.ClickException(str(exc)) from None
+    files = sim.write(s, out)
+    units = sum(p.frame.height for p in sim.populations.values())
+    click.echo(
+        f"seed {sim.seed}: {len(sim.responses)} submissions from {units:,} synthetic units "
+        f"in {len(sim.populations)} groups"
+    )
+    for g in sim.responses:
+        click.echo(f"  {g.group:<15} {len(g):>6} submissions")
+    click.echo(f"wrote {len(files)} files to {out}/")
+
+
+@cli.command()
+@click.argument("study", required=False, type=click.Path(file_okay=False))
+@click.option(
     "--out",
     type=click.Path(file_okay=False),
     default="out",

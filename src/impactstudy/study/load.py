@@ -819,6 +819,10 @@ def _load_simulation(
                         file=file,
                         key=f"{key}.ranges",
                     )
+        for i, src in enumerate(gs.response.effects):
+            ld.expression(
+                src, file=file, key=f"groups.{gid}.response.effects[{i + 1}]", forms=[form]
+            )
         for ind_id in gs.targets:
             ind = indicators.get(ind_id)
             if ind is None or gid not in ind.groups:

@@ -131,18 +131,99 @@ QualityKind = Literal[
     "duplicate",
     "bogus",
     "impossible_timing",
-    "incomplete",
+    "out_of_scope",
+    "impossible",
+    "ip_province",
 ]
+QualityAction = Literal["exclude", "flag"]
+
+#: What a rule does when study.toml gives no `action`: flag first, exclude only on the
+#: decisive kinds (the same case twice, a case outside the population, an interview too fast
+#: to have been conducted). The effort indicators (speed, straightlining, attention,
+#: acquiescence) and edit failures only flag; see docs/study-format.md, [[quality.rule]].
+DEFAULT_ACTION: dict[str, QualityAction] = {
+    "speeder": "flag",
+    "straightliner": "flag",
+    "attention": "flag",
+    "duplicate": "exclude",
+    "bogus": "flag",
+    "impossible_timing": "exclude",
+    "out_of_scope": "exclude",
+    "impossible": "flag",
+    "ip_province": "flag",
+}
+
+#: What `threshold` means for each kind, and the values it may take.
+THRESHOLD: dict[str, str] = {
+    "speeder": "share of the median duration of the group and mode, 0 < t <= 1",
+    "straightliner": "longest run of identical answers as a share of a battery, 0 < t <= 1",
+    "attention": "number of failed attention checks, a whole number >= 1",
+    "duplicate": "share of identical answers with an earlier submission, 0 < t <= 1",
+    "bogus": "share of positively and of negatively keyed items agreed with, 0 < t <= 1",
+    "impossible_timing": "seconds per answered item, > 0",
+}
+_EXPRESSION_KINDS = frozenset({"out_of_scope", "impossible"})
 
 
 class QualityRule(Strict):
+    """One screening rule; `kind` fixes what is measured, `threshold` where it fires."""
+
     id: Slug
     kind: QualityKind
-    threshold: float
-    action: Literal["exclude", "flag"] = "exclude"
+    threshold: float | None = None
+    #: defaults by kind (DEFAULT_ACTION)
+    action: QualityAction = "flag"
     modes: list[Mode] | None = None
+    groups: list[str] | None = None
+    #: out_of_scope, impossible: boolean expression, true for the responses the rule catches
+    expression: str | None = None
+    #: speeder: also fires when the median page takes under this many seconds per item
+    min_seconds_per_item: Annotated[float, Field(gt=0)] | None = None
+    #: straightliner: also fires when the answers to a battery vary this little (SD)
+    max_sd: Annotated[float, Field(ge=0)] | None = None
     description: Text | None = None
     source: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_action(cls, data: object) -> object:
+        if isinstance(data, dict) and "action" not in data and data.get("kind") in DEFAULT_ACTION:
+            data = {**data, "action": DEFAULT_ACTION[data["kind"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _arguments(self) -> QualityRule:
+        kind, t = self.kind, self.threshold
+        if kind in _EXPRESSION_KINDS:
+            if not self.expression:
+                raise ValueError(f"a {kind} rule needs an expression")
+        elif self.expression is not None:
+            raise ValueError(f"expression is only for out_of_scope and impossible, not {kind}")
+        if kind in THRESHOLD:
+            needed = not (kind == "speeder" and self.min_seconds_per_item is not None)
+            if t is None:
+                if needed:
+                    raise ValueError(f"a {kind} rule needs a threshold: {THRESHOLD[kind]}")
+            elif kind == "attention":
+                if t < 1 or t != int(t):
+                    raise ValueError(f"threshold must be {THRESHOLD[kind]}")
+            elif kind == "impossible_timing":
+                if not t > 0:
+                    raise ValueError(f"threshold must be {THRESHOLD[kind]}")
+            elif not 0 < t <= 1:
+                raise ValueError(f"threshold must be {THRESHOLD[kind]}")
+        elif t is not None:
+            raise ValueError(f"a {kind} rule takes no threshold")
+        if self.min_seconds_per_item is not None and kind != "speeder":
+            raise ValueError(f"min_seconds_per_item is only for speeder, not {kind}")
+        if self.max_sd is not None and kind != "straightliner":
+            raise ValueError(f"max_sd is only for straightliner, not {kind}")
+        if kind == "ip_province" and self.action != "flag":
+            raise ValueError(
+                "ip_province can only flag: IP geolocation places mobile users in the "
+                "province of their carrier, not where they are"
+            )
+        return self
 
 
 class Quality(Strict):

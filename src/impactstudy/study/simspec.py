@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from impactstudy.study.schema import Slug, Strict
+from impactstudy.study.schema import Mode, Slug, Strict
 
 Dist = Literal[
     "categorical",
@@ -75,6 +75,33 @@ class Generator(Strict):
         return self
 
 
+def _per_mode(web: float, phone: float) -> dict[Mode, float]:
+    return {"web": web, "phone": phone}
+
+
+class ResponseModel(Strict):
+    """Who answers: a base response rate per mode, shifted on the log-odds scale by
+    expressions over the unit's true answers (young urban users answer the web more often)."""
+
+    rate: dict[Mode, Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: _per_mode(0.1, 0.25)
+    )
+    #: XLSForm boolean expression -> log-odds shift when true
+    effects: dict[str, float] = Field(default_factory=dict)
+
+
+class BadRates(Strict):
+    """Shares of respondents of each bad kind (duplicates: of good ones sent twice).
+    Defaults from the survey-quality literature: docs/simulation.md."""
+
+    speeder: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    straightliner: Annotated[float, Field(ge=0, lt=1)] = 0.03
+    attention: Annotated[float, Field(ge=0, lt=1)] = 0.04
+    duplicate: Annotated[float, Field(ge=0, lt=1)] = 0.01
+    bogus: Annotated[float, Field(ge=0, lt=1)] = 0.02
+    phone_timing: Annotated[float, Field(ge=0, lt=1)] = 0.01
+
+
 class GroupSimulation(Strict):
     #: number of synthetic units; each stands for population / size real units
     size: Annotated[int, Field(gt=0)]
@@ -83,11 +110,20 @@ class GroupSimulation(Strict):
     targets: dict[str, float] = Field(default_factory=dict)
     #: population totals (real units) of numeric fields, e.g. WeChat staff
     totals: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    response: ResponseModel = Field(default_factory=ResponseModel)
+    #: seconds per answered item by mode (good respondents), before per-person variation
+    pace: dict[Mode, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: _per_mode(8.0, 15.0)
+    )
     note: str | None = None
 
 
 class SimulationSettings(Strict):
     seed: Annotated[int, Field(ge=0)] = 0
+    bad: BadRates = Field(default_factory=BadRates)
+    #: share of web respondents whose IP address locates another province (travel, VPN)
+    ip_elsewhere: Annotated[float, Field(ge=0, le=1)] = 0.03
+    interviewers: Annotated[int, Field(gt=0)] = 40
     note: str | None = None
 
 

@@ -1,0 +1,74 @@
+"""simulate(): the whole synthetic study for a seed: populations, truth, fieldwork, responses."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from impactstudy.responses import Responses
+from impactstudy.simulate.fieldwork import Fieldwork, close_quotas, run_fieldwork
+from impactstudy.simulate.population import Population, build_population
+from impactstudy.simulate.truth import truth
+from impactstudy.study import Study
+
+__all__ = ["Simulation", "simulate"]
+
+
+@dataclass
+class Simulation:
+    """A synthetic study: what the survey collected, and the truth it is judged against."""
+
+    seed: int
+    populations: dict[str, Population]
+    truth: pl.DataFrame
+    fieldwork: Fieldwork
+
+    @property
+    def responses(self) -> Responses:
+        return self.fieldwork.responses
+
+    def write(self, study: Study, out: Path | str) -> list[Path]:
+        """Responses (the interchange folder) and the truth beside them; same seed, same bytes.
+
+        out/responses/   the Responses, as `impactstudy.ingest.read_responses` reads them
+        out/truth.csv    every indicator's population value (and .parquet)
+        out/sample.csv   who was selected: unit, stratum, mode, bad kind (and .parquet)
+        """
+        from impactstudy.ingest import write_responses
+
+        root = Path(out)
+        root.mkdir(parents=True, exist_ok=True)
+        written = list(write_responses(self.responses, study, root / "responses"))
+        sample = pl.concat(
+            [s.with_columns(pl.lit(g).alias("_group")) for g, s in self.fieldwork.sample.items()],
+            how="diagonal_relaxed",
+        ).select("_group", "_uuid", "_unit", "_stratum", "_mode", "_order", "_bad")
+        for name, frame in (("truth", self.truth), ("sample", sample)):
+            frame.write_parquet(root / f"{name}.parquet", statistics=False, compression="zstd")
+            frame.write_csv(root / f"{name}.csv")
+            written += [root / f"{name}.parquet", root / f"{name}.csv"]
+        manifest = {
+            "study": study.id,
+            "seed": self.seed,
+            "groups": {
+                g: {"population": p.frame.height, "weight": p.weight}
+                for g, p in self.populations.items()
+            },
+            "files": sorted(str(p.relative_to(root)) for p in written),
+        }
+        path = root / "simulation.json"
+        path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return [*written, path]
+
+
+def simulate(study: Study, seed: int | None = None) -> Simulation:
+    """Build every group's population, its truth, and the fieldwork that samples it."""
+    if seed is None:
+        seed = study.simulation.simulation.seed if study.simulation else 0
+    populations = {g: build_population(study, g, seed) for g in study.groups}
+    true_values = truth(study, populations)
+    fieldwork = close_quotas(study, run_fieldwork(study, populations, seed))
+    return Simulation(seed, populations, true_values, fieldwork)
