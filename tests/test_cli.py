@@ -45,12 +45,6 @@ def test_check_on_the_bundled_study_is_clean() -> None:
         assert group in res.output
 
 
-def test_run_checks_and_says_what_comes_next() -> None:
-    res = CliRunner().invoke(cli, ["run"])
-    assert res.exit_code == 0, res.output
-    assert "the study is valid" in res.output
-
-
 def test_a_missing_study_folder_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(
         [str(EXE), "check", str(tmp_path / "nowhere")], capture_output=True, text=True, check=False
@@ -66,3 +60,73 @@ def test_the_installed_command_works_from_any_folder(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "wechat-2018" in proc.stdout
+
+
+MINIMAL = Path(__file__).parent / "studies" / "minimal"
+EXPORTS = Path(__file__).parent / "fixtures" / "exports"
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_simulate_same_seed_same_bytes(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        seed = "7" if name != "c" else "8"
+        res = CliRunner().invoke(
+            cli, ["simulate", str(MINIMAL), "--seed", seed, "--out", str(tmp_path / name)]
+        )
+        assert res.exit_code == 0, res.output
+    a, b, c = (_files(tmp_path / n) for n in "abc")
+    assert "responses/manifest.json" in a and "truth.csv" in a and "sample.csv" in a
+    assert a == b
+    assert a["responses/resident.csv"] != c["responses/resident.csv"]
+
+
+def test_run_simulates_and_screens(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["run", str(MINIMAL), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    target = load(MINIMAL).config.sample.target_valid
+    assert f"quality: {target} valid responses" in res.output
+    assert (tmp_path / "valid_sample").is_dir()
+    assert (tmp_path / "simulation" / "responses" / "manifest.json").is_file()
+
+
+def test_import_an_odk_central_export(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        cli,
+        [
+            "import",
+            str(EXPORTS / "odk_central" / "resident.csv"),
+            str(MINIMAL),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "resident" in res.output
+    assert (tmp_path / "r" / "manifest.json").is_file()
+
+
+def test_import_refuses_a_gbk_file_with_its_place(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            str(EXE),
+            "import",
+            str(EXPORTS / "bad" / "gbk.csv"),
+            str(MINIMAL),
+            "--group",
+            "resident",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "gbk.csv" in proc.stderr and "GBK" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()

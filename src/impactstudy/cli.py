@@ -7,11 +7,16 @@ import traceback
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import click
 
 from impactstudy import __version__
+
+if TYPE_CHECKING:
+    from impactstudy.quality import ValidSample
+    from impactstudy.simulate import Simulation
+    from impactstudy.study import Study
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -101,6 +106,19 @@ def check(study: str | None) -> None:
     click.echo(summary(s))
 
 
+def _simulate(study: Study, seed: int | None) -> Simulation:
+    """Run the simulator with a progress bar (stderr), turning its errors into messages."""
+    from impactstudy.simulate import SimulationError, simulate, steps
+
+    with click.progressbar(
+        length=steps(study), label="simulate", file=sys.stderr, show_pos=True
+    ) as bar:
+        try:
+            return simulate(study, seed, progress=lambda label: bar.update(1))
+        except SimulationError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
 @cli.command()
 @click.argument("study", required=False, type=click.Path(file_okay=False))
 @click.option(
@@ -126,15 +144,10 @@ def simulate(study: str | None, seed: int | None, out: str) -> None:
     Example:
       impactstudy simulate --seed 20181001 --out out/simulation
     """
-    from impactstudy.simulate import SimulationError
-    from impactstudy.simulate import simulate as run_simulation
     from impactstudy.study import load
 
     s = load(_study_path(study))
-    try:
-        sim = run_simulation(s, seed)
-    except SimulationError as exc:
-        raise click.ClickException(str(exc)) from None
+    sim = _simulate(s, seed)
     files = sim.write(s, out)
     units = sum(p.frame.height for p in sim.populations.values())
     click.echo(
@@ -146,8 +159,68 @@ def simulate(study: str | None, seed: int | None, out: str) -> None:
     click.echo(f"wrote {len(files)} files to {out}/")
 
 
+@cli.command(name="import")
+@click.argument("path", type=click.Path(exists=True))
+@click.argument("study", required=False, type=click.Path(file_okay=False))
+@click.option(
+    "--group",
+    default=None,
+    help="The questionnaire the file answers (default: from its name, form id or columns).",
+)
+@click.option(
+    "--lenient",
+    is_flag=True,
+    help="Flag bad cells (null, with a _flags column) instead of refusing the file.",
+)
+@click.option(
+    "--timezone",
+    default="UTC",
+    show_default=True,
+    help="Time zone of date-times exported without an offset (KoboToolbox).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="out/responses",
+    show_default=True,
+    help="Folder for the Responses.",
+)
+@_friendly
+def import_(
+    path: str, study: str | None, group: str | None, lenient: bool, timezone: str, out: str
+) -> None:
+    """Read submissions exported by ODK Central or KoboToolbox (CSV, XLSX, zip), or our own
+    Responses folder, check them against the study's questionnaires, and write Responses.
+
+    Every problem (encoding, unknown columns, values outside a choice list, duplicate
+    instanceIDs) is listed with its file, row and column; exit code 2.
+
+    \b
+    Example:
+      impactstudy import exports/user.csv --group user --out out/responses
+    """
+    from impactstudy.ingest import IngestError, read_responses, write_responses
+    from impactstudy.study import load
+
+    s = load(_study_path(study))
+    try:
+        responses = read_responses(Path(path), s, lenient=lenient, group=group, timezone=timezone)
+    except IngestError as exc:
+        _print_problems(exc.problems)
+        sys.exit(EXIT_PROBLEMS)
+    files = write_responses(responses, s, Path(out))
+    problems = responses.provenance.get("problems")
+    flagged = len(problems) if isinstance(problems, list) else 0
+    for g in responses:
+        click.echo(f"  {g.group:<15} {len(g):>6} submissions")
+    if flagged:
+        click.echo(f"{flagged} problems flagged (--lenient): see the _flags column")
+    click.echo(f"wrote {len(files)} files to {out}/")
+
+
 @cli.command()
 @click.argument("study", required=False, type=click.Path(file_okay=False))
+@click.option("--seed", type=int, default=None, help="Seed of the simulation.")
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
@@ -156,26 +229,54 @@ def simulate(study: str | None, seed: int | None, out: str) -> None:
     help="Folder for the run's artifacts.",
 )
 @_friendly
-def run(study: str | None, out: str) -> None:
-    """Run the whole study: check, then (as they are built) simulate or import, screen,
-    weight, estimate, model and report.
+def run(study: str | None, seed: int | None, out: str) -> None:
+    """Run the whole study: check, simulate, screen; then (as they are built) weight,
+    estimate, model and report.
 
     \b
     Example:
       impactstudy run --out out/
     """
+    from impactstudy.quality import screen
     from impactstudy.study import load
 
     s = load(_study_path(study))
     click.echo(summary(s))
+    sim = _simulate(s, seed)
+    sim.write(s, Path(out) / "simulation")
+    valid = screen(sim.responses, s)
+    valid.write(Path(out) / "valid_sample")
     click.echo("")
-    click.echo("check: the study is valid.")
+    click.echo(f"simulate: seed {sim.seed}, {len(sim.responses)} submissions")
+    click.echo(f"quality: {len(valid)} valid responses")
+    click.echo(valid_table(valid, s))
+    click.echo("")
     click.echo(
-        "Later stages are not built yet; `run` will add, in order: simulate (synthetic "
-        "responses with a known truth), quality screening, calibration weighting, "
-        "design-based estimates, the input-output impact model with uncertainty, and "
-        f"the bilingual report (HTML, PDF, XLSX) in {out}/."
+        "Later stages are not built yet: calibration weighting, design-based estimates, the "
+        "input-output impact model with uncertainty, and the bilingual report (HTML, PDF, "
+        f"XLSX). Artifacts so far are in {out}/."
     )
+
+
+def valid_table(valid: ValidSample, study: Study) -> str:
+    """Valid responses by province (rows) and group (columns), with totals."""
+    import polars as pl
+
+    table = valid.table()
+    wide = table.pivot(on="group", index="province", values="valid", aggregate_function="sum")
+    groups = [g for g in study.groups if g in wide.columns]
+    wide = wide.fill_null(0).with_columns(pl.sum_horizontal(groups).alias("total"))
+    order = {p.code: i for i, p in enumerate(study.frames.geography)}
+    wide = wide.sort(pl.col("province").replace_strict(order, default=len(order)))
+    header = f"{'province':<14}" + "".join(f"{g[:14]:>15}" for g in [*groups, "total"])
+    lines = [header]
+    for row in wide.iter_rows(named=True):
+        lines.append(
+            f"{row['province'] or '':<14}" + "".join(f"{row[g]:>15,}" for g in [*groups, "total"])
+        )
+    totals = [int(wide[g].sum()) for g in [*groups, "total"]]
+    lines.append(f"{'total':<14}" + "".join(f"{t:>15,}" for t in totals))
+    return "\n".join(lines)
 
 
 def summary(s: object) -> str:

@@ -15,7 +15,7 @@ from impactstudy.simulate.population import (
     column_kinds,
     targets_of,
 )
-from impactstudy.simulate.simulation import Simulation, simulate
+from impactstudy.simulate.simulation import Simulation, simulate, steps
 from impactstudy.simulate.truth import truth
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "column_kinds",
     "run_fieldwork",
     "simulate",
+    "steps",
     "targets_of",
     "truth",
 ]

@@ -36,6 +36,10 @@ BAD_KINDS = ("speeder", "straightliner", "attention", "bogus", "phone_timing")
 TZ = dt.timezone(dt.timedelta(hours=8))
 
 
+class QuotaShortError(SimulationError):
+    """A stratum has fewer valid responses than its quota: invite more."""
+
+
 @dataclass
 class Fieldwork:
     responses: Responses
@@ -449,7 +453,7 @@ def close_quotas(study: Study, fieldwork: Fieldwork, max_rounds: int = 10) -> Fi
             short = short.filter(pl.col("_cum") < pl.col("_quota"))
             if short.height:
                 row = short.row(0, named=True)
-                raise SimulationError(
+                raise QuotaShortError(
                     f"{gid}: province {row['_stratum']} has {row['_cum']} valid responses for "
                     f"a quota of {row['_quota']}; invite more (raise the fieldwork buffer)"
                 )
@@ -483,12 +487,16 @@ def _restrict(fieldwork: Fieldwork, keep: dict[str, pl.DataFrame]) -> Fieldwork:
     return Fieldwork(responses, keep)
 
 
-def run_fieldwork(study: Study, populations: dict[str, Population], seed: int) -> Fieldwork:
-    """Invite, collect and time the responses of every group."""
+def run_fieldwork(
+    study: Study, populations: dict[str, Population], seed: int, buffer: float = 0.03
+) -> Fieldwork:
+    """Invite, collect and time the responses of every group; `buffer` is the share of
+    extra good respondents invited beyond each quota, for those screening will drop."""
     groups: dict[str, GroupResponses] = {}
     samples: dict[str, pl.DataFrame] = {}
     for gid, pop in populations.items():
         g = _Group(study, pop, seed)
+        g.buffer = buffer
         chosen = g.select()
         groups[gid], samples[gid] = g.respond(chosen)
     responses = Responses(study.id, groups, {"source": "simulate", "seed": seed})

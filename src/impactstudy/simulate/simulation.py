@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from impactstudy.responses import Responses
-from impactstudy.simulate.fieldwork import Fieldwork, close_quotas, run_fieldwork
+from impactstudy.simulate.fieldwork import Fieldwork, QuotaShortError, close_quotas, run_fieldwork
 from impactstudy.simulate.population import Population, build_population
 from impactstudy.simulate.truth import truth
 from impactstudy.study import Study
 
-__all__ = ["Simulation", "simulate"]
+__all__ = ["Simulation", "simulate", "steps"]
+
+BUFFERS = (0.03, 0.1, 0.3, 1.0)
 
 
 @dataclass
@@ -64,11 +67,34 @@ class Simulation:
         return [*written, path]
 
 
-def simulate(study: Study, seed: int | None = None) -> Simulation:
-    """Build every group's population, its truth, and the fieldwork that samples it."""
+def simulate(
+    study: Study, seed: int | None = None, progress: Callable[[str], None] | None = None
+) -> Simulation:
+    """Build every group's population, its truth, and the fieldwork that samples it.
+
+    `progress` is called with a short label after each step (a progress bar's hook)."""
     if seed is None:
         seed = study.simulation.simulation.seed if study.simulation else 0
-    populations = {g: build_population(study, g, seed) for g in study.groups}
+    step = progress or (lambda label: None)
+    populations: dict[str, Population] = {}
+    for g in study.groups:
+        populations[g] = build_population(study, g, seed)
+        step(f"population {g}")
     true_values = truth(study, populations)
-    fieldwork = close_quotas(study, run_fieldwork(study, populations, seed))
+    step("truth")
+    for buffer in BUFFERS:  # invite more only if screening leaves a quota short
+        fieldwork = run_fieldwork(study, populations, seed, buffer)
+        try:
+            fieldwork = close_quotas(study, fieldwork)
+            break
+        except QuotaShortError:
+            if buffer == BUFFERS[-1]:
+                raise
+    step("fieldwork")
+    step("quotas closed on valid responses")
     return Simulation(seed, populations, true_values, fieldwork)
+
+
+def steps(study: Study) -> int:
+    """How many times `simulate` calls `progress`."""
+    return len(study.groups) + 3
