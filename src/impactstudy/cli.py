@@ -176,7 +176,7 @@ def simulate(study: str | None, seed: int | None, out: str) -> None:
     "--timezone",
     default="UTC",
     show_default=True,
-    help="Time zone of date-times exported without an offset (KoboToolbox).",
+    help="Time zone of date-times exported without a UTC offset.",
 )
 @click.option(
     "--out",
@@ -210,11 +210,12 @@ def import_(
         sys.exit(EXIT_PROBLEMS)
     files = write_responses(responses, s, Path(out))
     problems = responses.provenance.get("problems")
-    flagged = len(problems) if isinstance(problems, list) else 0
+    flagged = len(problems) if lenient and isinstance(problems, list) else 0
     for g in responses:
         click.echo(f"  {g.group:<15} {len(g):>6} submissions")
     if flagged:
-        click.echo(f"{flagged} problems flagged (--lenient): see the _flags column")
+        noun = "problem" if flagged == 1 else "problems"
+        click.echo(f"{flagged} {noun} found and flagged: see the _flags column")
     click.echo(f"wrote {len(files)} files to {out}/")
 
 
