@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from impactstudy.quality.measures import MEASURES, GroupData, Measure, QualityError
-from impactstudy.quality.sample import AUDIT, GroupSample, ValidSample, flag_column
+from impactstudy.quality.sample import AUDIT, DECISION, GroupSample, ValidSample, flag_column
 from impactstudy.responses import GroupResponses, Responses
 from impactstudy.study import Group, Study, schema
 
@@ -83,13 +84,14 @@ def _measure(g: GroupData, rule: schema.QualityRule) -> list[Measure]:
 
 
 def _screen_group(
-    gr: GroupResponses, group: Group, study: Study
+    gr: GroupResponses, group: Group, study: Study, *, audit: bool = True
 ) -> tuple[GroupSample, pl.DataFrame]:
     g = _prepare(gr, group, study)
     rules = study.config.quality.rule
     n = g.frame.height
     flags: list[pl.Series] = []
-    audit: list[pl.DataFrame] = []
+    # every measure of every rule, in order: (rule, measure, values, hits)
+    measured: list[tuple[schema.QualityRule, Measure, pl.Series]] = []
     for rule in rules:
         fired = pl.repeat(False, n, dtype=pl.Boolean, eager=True)
         if _applies(rule, g.gid):
@@ -98,24 +100,7 @@ def _screen_group(
                     raise QualityError(f"rule {rule.id!r}: {m.name} has the wrong length")
                 hit = m.fires()
                 fired = fired | hit
-                part = pl.DataFrame(
-                    {"row": g.frame.get_column("_row"), "value": m.values, "_hit": hit}
-                ).filter(pl.col("value").is_not_null())
-                audit.append(
-                    part.select(
-                        "row",
-                        pl.lit(len(audit), pl.Int64).alias("_m"),
-                        pl.lit(rule.id).alias("rule"),
-                        pl.lit(rule.kind).alias("kind"),
-                        pl.lit(m.name).alias("measure"),
-                        "value",
-                        pl.lit(m.threshold, pl.Float64).alias("threshold"),
-                        pl.when("_hit")
-                        .then(pl.lit(rule.action))
-                        .otherwise(pl.lit("pass"))
-                        .alias("decision"),
-                    )
-                )
+                measured.append((rule, m, hit))
         flags.append(fired.alias(flag_column(rule.id)))
     valid = pl.repeat(True, n, dtype=pl.Boolean, eager=True)
     for f, r in zip(flags, rules, strict=True):
@@ -123,22 +108,63 @@ def _screen_group(
             valid = valid & ~f
     submissions = gr.submissions.with_columns(*flags, valid.alias("_valid"))
     sample = GroupSample(group.id, submissions, dict(gr.repeats), gr.paradata)
-    if not audit:
+    if not measured or not audit:
         return sample, _empty_audit()
-    # by submission, then in the order of the rules and their measures: one integer key
-    frame = pl.concat(audit).sort(pl.col("row") * len(audit) + pl.col("_m"))
-    uuids = g.frame.get_column("_uuid").gather(frame.get_column("row"))
-    frame = frame.with_columns(pl.lit(group.id).alias("group"), uuids.alias("_uuid"))
-    return sample, frame.select(pl.col(k).cast(t) for k, t in AUDIT.items())
+    return sample, _audit(group.id, g.frame, measured)
+
+
+def _audit(
+    gid: str, frame: pl.DataFrame, measured: list[tuple[schema.QualityRule, Measure, pl.Series]]
+) -> pl.DataFrame:
+    """One row per submission x measure that measured something (value not null): by
+    submission, then in the order of the rules and their measures. Laid out as a
+    submissions x measures matrix read row by row, so no sort is needed."""
+    n, k = frame.height, len(measured)
+    values = np.empty((n, k), dtype=np.float64)
+    known = np.empty((n, k), dtype=bool)
+    hits = np.empty((n, k), dtype=bool)
+    for i, (_, m, hit) in enumerate(measured):
+        col = m.values.cast(pl.Float64)
+        known[:, i] = col.is_not_null().to_numpy()
+        values[:, i] = col.to_numpy()
+        hits[:, i] = hit.to_numpy()
+    at = np.flatnonzero(known.reshape(-1))
+    row, j = at // k, at % k
+    rows = frame.get_column("_row").to_numpy()[row]
+
+    def per_measure(items: list[str], dtype: pl.DataType) -> pl.Series:
+        return pl.Series(items, dtype=pl.String).cast(dtype).gather(j)
+
+    levels = DECISION.categories.to_list()
+    action = np.array([levels.index(r.action) for r, _, _ in measured])
+    decision = np.where(hits.reshape(-1)[at], action[j], levels.index("pass"))
+    out = pl.DataFrame(
+        {
+            "group": pl.repeat(gid, len(at), dtype=pl.String, eager=True).cast(AUDIT["group"]),
+            "row": pl.Series(rows, dtype=pl.Int64),
+            "_uuid": frame.get_column("_uuid").gather(row),
+            "rule": per_measure([r.id for r, _, _ in measured], AUDIT["rule"]),
+            "kind": per_measure([r.kind for r, _, _ in measured], AUDIT["kind"]),
+            "measure": per_measure([m.name for _, m, _ in measured], AUDIT["measure"]),
+            "value": pl.Series(values.reshape(-1)[at], dtype=pl.Float64),
+            "threshold": pl.Series([m.threshold for _, m, _ in measured], dtype=pl.Float64).gather(
+                j
+            ),
+            "decision": pl.Series(DECISION.categories).cast(DECISION).gather(decision),
+        }
+    )
+    return out.select(pl.col(c).cast(t) for c, t in AUDIT.items())
 
 
 def _empty_audit() -> pl.DataFrame:
     return pl.DataFrame(schema=AUDIT)
 
 
-def screen(responses: Responses, study: Study) -> ValidSample:
+def screen(responses: Responses, study: Study, *, audit: bool = True) -> ValidSample:
     """Apply the study's quality rules to every submission: a Boolean `_q_<rule>` column per
-    rule, `_valid` (no exclude-rule fired), and an audit row per submission x rule measure."""
+    rule, `_valid` (no exclude-rule fired), and an audit row per submission x rule measure.
+    `audit=False` leaves the audit empty, for callers that need only the flags (closing the
+    simulated fieldwork's quotas screens again and again)."""
     unknown = sorted(set(responses.groups) - set(study.groups))
     if unknown:
         raise QualityError(
@@ -150,15 +176,15 @@ def screen(responses: Responses, study: Study) -> ValidSample:
     for gid, group in study.groups.items():
         if gid not in responses.groups:
             continue
-        sample, audit = _screen_group(responses.groups[gid], group, study)
+        sample, table = _screen_group(responses.groups[gid], group, study, audit=audit)
         groups[gid] = sample
-        audits.append(audit)
-    audit = pl.concat(audits) if audits else _empty_audit()
+        audits.append(table)
+    audited = pl.concat(audits) if audits else _empty_audit()
     return ValidSample(
         study_id=study.id,
         rules=tuple(study.config.quality.rule),
         groups=groups,
-        audit=audit,
+        audit=audited,
         province=study.config.sample.stratify_by,
         provenance={"stage": "quality", "responses": dict(responses.provenance)},
     )

@@ -119,19 +119,25 @@ class _Group:
             [0.0] + [getattr(rates, k) if rates else 0.0 for k in BAD_KINDS], dtype=float
         )
         shares[0] = 1 - shares[1:].sum()
-        kind = np.array(kinds, dtype=object)[
-            self.rng.choice(len(kinds), size=frame.height, p=shares)
-        ]
+        kind = self.rng.choice(len(kinds), size=frame.height, p=shares)  # index in kinds
         # impossible timing is a phone fault; speeders on the phone are interviewer-rushed too
-        kind = np.where((kind == "phone_timing") & (modes != "phone"), "speeder", kind)
-        strata = frame[self.strat].to_numpy()
+        timing, speeder = kinds.index("phone_timing"), kinds.index("speeder")
+        kind = np.where((kind == timing) & (modes != "phone"), speeder, kind)
+        strata_col = frame.get_column(self.strat)
+        strata = strata_col.to_numpy()
+        # each unit's stratum as its index in codes (-1: none), its units found by one sort
+        where = strata_col.replace_strict(
+            {c: i for i, c in enumerate(codes)}, default=-1, return_dtype=pl.Int64
+        ).to_numpy()
+        by_stratum = np.argsort(where, kind="stable")
+        bounds = np.searchsorted(where[by_stratum], np.arange(len(codes) + 1))
         picked: list[np.ndarray] = []
         orders: list[np.ndarray] = []
-        for code, quota in zip(codes, quotas, strict=True):
-            units = np.flatnonzero(strata == code)
+        for i, (code, quota) in enumerate(zip(codes, quotas, strict=True)):
+            units = by_stratum[bounds[i] : bounds[i + 1]]
             order = self.rng.permutation(units)
             resp = order[responds[order]]
-            good = np.cumsum(kind[resp] == "good")
+            good = np.cumsum(kind[resp] == 0)
             if quota == 0:
                 continue
             if len(good) == 0 or good[-1] < quota:
@@ -147,12 +153,13 @@ class _Group:
             picked.append(resp[:stop])
             orders.append(np.arange(stop))
         chosen = np.concatenate(picked)
+        bad = pl.Series([None, *BAD_KINDS], dtype=pl.String).gather(kind[chosen])
         return pl.DataFrame(
             {
                 "_unit": frame["_unit"].to_numpy()[chosen],
                 "_stratum": strata[chosen],
                 "_mode": modes[chosen],
-                "_bad": [None if k == "good" else k for k in kind[chosen]],
+                "_bad": bad,
                 "_row": chosen,
                 "_order": np.concatenate(orders).astype(np.int64),
                 "_quota": np.repeat(quotas[quotas > 0], [len(p) for p in picked]),
@@ -161,10 +168,22 @@ class _Group:
 
     # -- answers -------------------------------------------------------------------------
 
-    def _uuids(self, n: int) -> list[str]:
+    def _uuids(self, n: int) -> pl.Series:
+        """`uuid:xxxxxxxx-xxxx-4xxx-axxx-xxxxxxxxxxxx` (version 4 style) from 128 random bits,
+        laid out as bytes by numpy rather than formatted row by row."""
         raw = self.rng.integers(0, 2**32, size=(n, 4), dtype=np.uint64)
-        hexes = [f"{a:08x}{b:08x}{c:08x}{d:08x}" for a, b, c, d in raw.tolist()]
-        return [f"uuid:{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:32]}" for h in hexes]
+        octets = raw.astype(">u4").view(np.uint8).reshape(n, 16)  # big-endian: digits in order
+        nibbles = np.empty((n, 32), dtype=np.uint8)
+        nibbles[:, 0::2] = octets >> 4
+        nibbles[:, 1::2] = octets & 15
+        hexes = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)[nibbles]
+        text = np.empty((n, 41), dtype=np.uint8)
+        text[:, :5] = np.frombuffer(b"uuid:", dtype=np.uint8)
+        for at, lo, hi in ((5, 0, 8), (14, 8, 12), (20, 13, 16), (25, 17, 20), (29, 20, 32)):
+            text[:, at : at + hi - lo] = hexes[:, lo:hi]
+        for at, byte in ((13, b"-"), (18, b"-"), (19, b"4"), (23, b"-"), (24, b"a"), (28, b"-")):
+            text[:, at] = ord(byte)
+        return pl.Series("_uuid", text.reshape(-1).view("S41"), dtype=pl.Binary).cast(pl.String)
 
     def _batteries(self) -> list[tuple[list[str], tuple[str, ...]]]:
         out = []
@@ -175,25 +194,33 @@ class _Group:
 
     def make_bad(self, answers: pl.DataFrame, bad: np.ndarray) -> pl.DataFrame:
         """Replace the answers of bad respondents by what each bad kind does."""
-        updates: dict[str, np.ndarray] = {}
+        updates: dict[str, pl.Series] = {}
 
-        def column(name: str) -> np.ndarray:
-            if name not in updates:
-                updates[name] = np.array(answers[name].to_list(), dtype=object)
-            return updates[name]
+        def put(name: str, rows: np.ndarray, values: np.ndarray) -> None:
+            """Write `values` into the rows `rows` of the column (the bad kinds' rows are
+            disjoint, so the order of writes does not matter)."""
+            col = updates.get(name, answers.get_column(name))
+            dtype = answers.schema[name]
+            if dtype == pl.String:
+                new = pl.Series(name, [None if v is None else str(v) for v in values.tolist()])
+                new = new.cast(pl.String)
+            else:
+                nums = np.array([np.nan if v is None else float(v) for v in values.tolist()])
+                new = pl.Series(name, nums).fill_nan(None).cast(dtype)
+            updates[name] = col.scatter(rows, new) if len(rows) else col
 
         straight = np.flatnonzero(bad == "straightliner")
         bogus = np.flatnonzero(bad == "bogus")
         for items, codes in self._batteries():
             same = np.array(codes, dtype=object)[self.rng.integers(0, len(codes), len(straight))]
             for item in items:
-                column(item)[straight] = same
+                put(item, straight, same)
             agree = [c for c in codes if c in ("4", "5")] or list(codes[-2:])
             for j, item in enumerate(items):
                 picks = np.array(agree, dtype=object)[self.rng.integers(0, len(agree), len(bogus))]
                 if j < 2 and len(agree) > 1:  # agreeing, but not all identically
                     picks[:] = agree[j]
-                column(item)[bogus] = picks
+                put(item, bogus, picks)
         failing = np.flatnonzero(bad == "attention")
         for check in self.cfg.quality.attention_checks:
             tree = parse(check.pass_).tree
@@ -201,41 +228,29 @@ class _Group:
             f = self.form.fields[check.field]
             if f.type == "select_one":
                 wrong = [c for c in self.form.choices(f.name).names if c != str(right)]
-                column(f.name)[failing] = np.array(wrong, dtype=object)[
-                    self.rng.integers(0, len(wrong), len(failing))
-                ]
+                put(
+                    f.name,
+                    failing,
+                    np.array(wrong, dtype=object)[self.rng.integers(0, len(wrong), len(failing))],
+                )
             elif f.type in ("integer", "decimal") and right is not None:
                 shift = self.rng.choice(np.array([-3, -2, -1, 1, 2, 3]), len(failing))
-                column(f.name)[failing] = float(right) + shift  # type: ignore[arg-type]
-        out = []
-        for name, values in updates.items():
-            if answers.schema[name] == pl.String:
-                out.append(
-                    pl.Series(
-                        name, [None if v is None else str(v) for v in values], dtype=pl.String
-                    )
-                )
-            else:
-                nums = np.array([np.nan if v is None else float(v) for v in values])
-                out.append(pl.Series(name, nums).fill_nan(None).cast(answers.schema[name]))
-        return answers.with_columns(out) if out else answers
+                put(f.name, failing, float(right) + shift)  # type: ignore[arg-type]
+        return answers.with_columns(list(updates.values())) if updates else answers
 
     def paradata(
         self,
         answers: pl.DataFrame,
         modes: np.ndarray,
         bad: np.ndarray,
-        uuids: list[str],
+        uuids: pl.Series,
         strata: np.ndarray,
         order: np.ndarray,
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Times: start, end, submission, duration, and seconds per page."""
+        """Times: start, end, submission, duration, and seconds per page. `strata` numbers
+        each submission's stratum (any integer code), `order` its place in the invitations."""
         n = answers.height
-        pages: dict[str, list[str]] = {}
-        for f in self.form.walk():
-            if f.answerable and not f.generated and not f.repeats:
-                page = f.ancestors[0] if f.ancestors else f.name
-                pages.setdefault(page, []).append(f.name)
+        pages = self._pages()
         counts = answers.select(
             [
                 pl.sum_horizontal([pl.col(c).is_not_null() for c in cols]).alias(page)
@@ -258,21 +273,21 @@ class _Group:
         second = self.rng.integers(8 * 3600, 22 * 3600, n)
         # within a stratum, the invited answer in the order they were invited
         at = day * 86400 + second
-        for stratum in np.unique(strata):
-            idx = np.flatnonzero(strata == stratum)
-            idx = idx[np.argsort(order[idx], kind="stable")]
-            at[idx] = np.sort(at[idx])
-        day, second = at // 86400, at % 86400
+        # each stratum's times, sorted, given to its submissions in invitation order
+        by_order = np.lexsort((order, strata))
+        by_time = np.lexsort((at, strata))
+        at[by_order] = at[by_time]
         base = dt.datetime.combine(start_day, dt.time(0, 0), tzinfo=TZ)
-        start = np.array(
-            [
-                base + dt.timedelta(days=int(d), seconds=int(x))
-                for d, x in zip(day, second, strict=True)
-            ]
+        instants = (int(base.timestamp()) + at.astype(np.int64)) * 1_000_000  # UTC, µs
+        start = (
+            pl.Series("start", instants, dtype=pl.Int64)
+            .cast(pl.Datetime("us"))
+            .dt.replace_time_zone("UTC")
+            .dt.convert_time_zone("Asia/Shanghai")
         )
         meta = pl.DataFrame(
             {
-                "start": pl.Series(start.tolist(), dtype=pl.Datetime("us", "Asia/Shanghai")),
+                "start": start,
                 "_duration_s": np.round(duration, 1),
             }
         ).with_columns(
@@ -285,70 +300,104 @@ class _Group:
             (pl.col("end") + delay).alias("_submitted"),
             pl.col("start").dt.date().alias("today"),
         )
+        seconds = np.round(page_s, 1).reshape(-1)
+        keep = np.flatnonzero(seconds > 0)  # (submission, page), submission-major
         long = pl.DataFrame(
             {
-                "_uuid": np.repeat(np.array(uuids, dtype=object), len(pages)).tolist(),
-                "page": list(pages) * n,
-                "seconds": np.round(page_s, 1).reshape(-1),
+                "_uuid": uuids.gather(keep // len(pages)).alias("_uuid"),
+                "page": pl.Series(list(pages), dtype=pl.String).gather(keep % len(pages)),
+                "seconds": seconds[keep],
+                # the submission's and the page's index, to sort by integers (see respond)
+                "_i": pl.Series(keep // len(pages), dtype=pl.Int64),
+                "_j": pl.Series(keep % len(pages), dtype=pl.Int64),
             }
-        ).filter(pl.col("seconds") > 0)
+        )
         return meta, long
+
+    def _pages(self) -> dict[str, list[str]]:
+        """The questionnaire's pages (its top-level groups, else the question itself) and the
+        questions on each, in questionnaire order."""
+        pages: dict[str, list[str]] = {}
+        for f in self.form.walk():
+            if f.answerable and not f.generated and not f.repeats:
+                page = f.ancestors[0] if f.ancestors else f.name
+                pages.setdefault(page, []).append(f.name)
+        return pages
 
     def respond(self, chosen: pl.DataFrame) -> tuple[GroupResponses, pl.DataFrame]:
         rows = chosen["_row"].to_numpy()
-        bad = np.array(chosen["_bad"].to_list(), dtype=object)
-        bad = np.where(pd_isnull(bad), "good", bad)
-        modes = chosen["_mode"].to_numpy()
+        bad_col = chosen.get_column("_bad").cast(pl.String)
+        bad = bad_col.fill_null("good").to_numpy()
+        mode_col = chosen.get_column("_mode").cast(pl.String)
+        modes = mode_col.to_numpy()
         answers = self.make_bad(self.pop.frame[rows], bad)
         # duplicates: some good submissions are sent a second time from the same device
         dup_rate = self.settings.bad.duplicate if self.settings else 0.0
         dup = np.flatnonzero((bad == "good") & (self.rng.random(len(bad)) < dup_rate))
         n = answers.height
         uuids = self._uuids(n + len(dup))
-        device = [
-            f"{'collect' if m == 'phone' else 'enketo'}:{u[5:13]}{u[-6:]}"
-            for m, u in zip(modes, uuids, strict=False)
-        ]
+        phone = mode_col == "phone"
+        own = pl.DataFrame({"_uuid": uuids[:n], "phone": phone})
+        device = own.select(
+            pl.concat_str(
+                pl.when("phone").then(pl.lit("collect")).otherwise(pl.lit("enketo")),
+                pl.lit(":"),
+                pl.col("_uuid").str.slice(5, 8),
+                pl.col("_uuid").str.slice(-6),
+            ).alias("_deviceid")
+        ).to_series()
         meta, pages = self.paradata(
             answers,
             modes,
             bad,
             uuids[:n],
-            chosen["_stratum"].to_numpy(),
+            chosen.get_column("_stratum").rank("dense").to_numpy(),
             chosen["_order"].to_numpy(),
         )
         interviewers = self.settings.interviewers if self.settings else 40
-        staff = np.array([f"I{k:03d}" for k in range(1, interviewers + 1)], dtype=object)
-        none = np.full(n, None, dtype=object)
-        interviewer = np.where(modes == "phone", staff[self.rng.integers(0, len(staff), n)], none)
-        stated = answers[self.strat].to_numpy() if self.strat in answers.columns else None
-        codes = np.array([p.code for p in self.study.frames.geography], dtype=object)
-        ip = np.array(stated, dtype=object) if stated is not None else np.full(n, None)
+        staff = pl.Series([f"I{k:03d}" for k in range(1, interviewers + 1)], dtype=pl.String)
+        interviewer = staff.gather(self.rng.integers(0, len(staff), n))
+        if self.strat in answers.columns:
+            stated = answers.get_column(self.strat).cast(pl.String)
+        else:
+            stated = pl.repeat(None, n, dtype=pl.String, eager=True)
+        codes = pl.Series([p.code for p in self.study.frames.geography], dtype=pl.String)
         elsewhere = self.rng.random(n) < (self.settings.ip_elsewhere if self.settings else 0.0)
-        ip = np.where(elsewhere, codes[self.rng.integers(0, len(codes), n)], ip)
-        ip = np.where(modes == "phone", none, ip)
+        located = codes.gather(self.rng.integers(0, len(codes), n))
+        paradata = pl.DataFrame(
+            {
+                "phone": phone,
+                "elsewhere": elsewhere,
+                "located": located,
+                "stated": stated,
+                "staff": interviewer,
+            }
+        ).select(
+            pl.when(~pl.col("phone"))
+            .then(pl.when("elsewhere").then("located").otherwise("stated"))
+            .alias("_ip_province"),
+            pl.when("phone").then("staff").alias("_interviewer"),
+        )
         subs = answers.drop("_unit").with_columns(
-            pl.Series("_uuid", uuids[:n]),
+            uuids[:n].alias("_uuid"),
             meta["_submitted"],
-            pl.Series("_mode", modes.tolist(), dtype=pl.String),
-            pl.Series("_deviceid", device[:n]),
-            pl.Series("_ip_province", ip.tolist(), dtype=pl.String),
-            pl.Series("_interviewer", interviewer.tolist(), dtype=pl.String),
+            mode_col.alias("_mode"),
+            device,
+            *paradata.get_columns(),
             meta["_duration_s"],
         )
         declared = [
             c
-            for c in (meta["start"], meta["end"], meta["today"], pl.Series("deviceid", device[:n]))
+            for c in (meta["start"], meta["end"], meta["today"], device.alias("deviceid"))
             if c.name in self.form.fields
         ]
         subs = subs.with_columns(declared)
         sample = chosen.select("_unit", "_stratum", "_mode", "_order", "_quota").with_columns(
-            pl.Series("_uuid", uuids[:n]),
-            pl.Series("_bad", [None if b == "good" else b for b in bad], dtype=pl.String),
+            uuids[:n].alias("_uuid"), bad_col.alias("_bad")
         )
         if len(dup):
             copies = subs[dup].with_columns(
-                pl.Series("_uuid", uuids[n:]),
+                uuids[n:].alias("_uuid"),
                 pl.col("_submitted")
                 + pl.Series(self.rng.integers(1, 72, len(dup)) * 3_600_000_000).cast(
                     pl.Duration("us")
@@ -359,15 +408,18 @@ class _Group:
                 [
                     sample,
                     sample[dup].with_columns(
-                        pl.Series("_uuid", uuids[n:]), pl.lit("duplicate").alias("_bad")
+                        uuids[n:].alias("_uuid"), pl.lit("duplicate").alias("_bad")
                     ),
                 ]
             )
+            copy_of = pl.Series(dup, dtype=pl.Int64)
+            again = pl.Series(np.arange(n, n + len(dup)), dtype=pl.Int64)
             pages = pl.concat(
                 [
                     pages,
-                    pages.filter(pl.col("_uuid").is_in([uuids[i] for i in dup])).with_columns(
-                        pl.col("_uuid").replace({uuids[i]: uuids[n + k] for k, i in enumerate(dup)})
+                    pages.filter(pl.col("_i").is_in(copy_of.implode())).with_columns(
+                        pl.col("_uuid").replace(uuids.gather(dup), uuids[n:]),
+                        pl.col("_i").replace_strict(copy_of, again),
                     ),
                 ]
             )
@@ -392,21 +444,37 @@ class _Group:
         ]
         subs = _conform(subs.select(*meta_cols, pl.exclude(*meta_cols)), self.form)
         subs = subs.sort("_submitted", "_uuid")
-        return GroupResponses(self.group, subs, repeats, pages.sort("_uuid", "page")), sample
+        # pages by `_uuid` then `page`: the same order as sorting by the two strings, from the
+        # ranks of the submissions' ids and of the page names
+        by_uuid = uuids.rank("dense").cast(pl.Int64).to_numpy() - 1
+        by_page = pl.Series(list(self._pages()), dtype=pl.String).rank("dense").cast(pl.Int64)
+        key = (
+            by_uuid[pages.get_column("_i").to_numpy()] * (len(by_page) + 1)
+            + (by_page.to_numpy()[pages.get_column("_j").to_numpy()])
+        )
+        pages = pages.sort(pl.Series(key)).drop("_i", "_j")
+        return GroupResponses(self.group, subs, repeats, pages), sample
 
     def _split_multiples(self, subs: pl.DataFrame) -> pl.DataFrame:
-        cols = []
+        """One 0/1 column per choice of each select_multiple (null where unanswered), as
+        ODK/Kobo exports have: worked out once per distinct answer, then joined back."""
+        cols: list[pl.Series] = []
         for f in self.form.walk():
             if f.type != "select_multiple" or f.repeats or f.name not in subs.columns:
                 continue
             tokens = pl.col(f.name).str.split(" ")
-            for code in self.form.choices(f.name).names:
-                cols.append(
-                    pl.when(pl.col(f.name).is_null())
-                    .then(None)
-                    .otherwise(tokens.list.contains(code).cast(pl.Int8))
-                    .alias(choice_column(f.name, code))
-                )
+            ticks = [
+                pl.when(pl.col(f.name).is_null())
+                .then(None)
+                .otherwise(tokens.list.contains(code).cast(pl.Int8))
+                .alias(choice_column(f.name, code))
+                for code in self.form.choices(f.name).names
+            ]
+            table = subs.select(pl.col(f.name).unique()).with_columns(ticks)
+            joined = subs.select(f.name).join(
+                table, on=f.name, how="left", nulls_equal=True, maintain_order="left"
+            )
+            cols += joined.drop(f.name).get_columns()
         return subs.with_columns(cols) if cols else subs
 
 
@@ -428,10 +496,6 @@ def _conform(frame: pl.DataFrame, form: Form) -> pl.DataFrame:
     return frame.with_columns(casts) if casts else frame
 
 
-def pd_isnull(values: np.ndarray) -> np.ndarray:
-    return np.array([v is None for v in values], dtype=bool)
-
-
 def close_quotas(study: Study, fieldwork: Fieldwork, max_rounds: int = 10) -> Fieldwork:
     """Stop each stratum's fieldwork when its quota of *valid* responses is met, as a
     fieldwork system closing quotas on screened completes does: later arrivals are dropped.
@@ -440,7 +504,7 @@ def close_quotas(study: Study, fieldwork: Fieldwork, max_rounds: int = 10) -> Fi
     from impactstudy.quality import screen
 
     for _ in range(max_rounds):
-        valid = screen(fieldwork.responses, study)
+        valid = screen(fieldwork.responses, study, audit=False)  # the flags are enough
         keep: dict[str, pl.DataFrame] = {}
         changed = False
         for gid, sample in fieldwork.sample.items():

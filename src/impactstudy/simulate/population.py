@@ -185,6 +185,11 @@ class _Builder:
         self.version: dict[str, int] = {}
         self.scope = ""  # the repeat being generated, "" for the questionnaire itself
         self.cache: dict[tuple[object, ...], np.ndarray] = {}
+        # pure functions of the form, asked for again and again: computed once
+        self.compiled: dict[tuple[object, ...], pl.Expr] = {}
+        self.constraints: dict[str, Expression] = {}
+        self.exclusive: dict[str, set[str]] = {}
+        self.sides: dict[tuple[str, str], np.ndarray] = {}
         self.targets = targets_of(study, group)
         self.margins = study.frames.margins.get(group, {})
         self.attention = {c.field: c.pass_ for c in g.spec.quality.attention_checks}
@@ -208,7 +213,14 @@ class _Builder:
         return self.spec.fields.get(name) if self.spec else None
 
     def compile(self, ex: Expression, result: str = "value") -> pl.Expr:
-        return to_polars(ex, self.kinds, today=self.today, result=result)  # type: ignore[arg-type]
+        """The Polars expression, compiled once per tree, result and kinds of the columns it
+        reads (compiling costs about a millisecond; the simulator asks thousands of times)."""
+        key = (ex.tree, result, tuple(sorted((r, self.kinds.get(r)) for r in ex.refs)))
+        hit = self.compiled.get(key)
+        if hit is None:
+            hit = to_polars(ex, self.kinds, today=self.today, result=result)  # type: ignore[arg-type]
+            self.compiled[key] = hit
+        return hit
 
     def mask(
         self, df: pl.DataFrame, ex: Expression | None, rows: np.ndarray | None = None
@@ -217,12 +229,35 @@ class _Builder:
         n = df.height if rows is None else len(rows)
         if ex is None:
             return np.ones(n, dtype=bool)
+        if rows is not None and n == df.height:
+            # every row (expressions are row-wise): evaluate in place rather than gather a copy
+            return np.asarray(self.mask(df, ex)[rows])
         if rows is not None:
             df = df.select(sorted(ex.refs)).gather(rows) if ex.refs else df.gather(rows)
         elif ex.refs:
             df = df.select(sorted(ex.refs))
+        if df.height >= DISTINCT_MIN_ROWS and _costly_on_text(df, ex):
+            return self._mask_by_value(df, ex)
         s = df.select(self.compile(ex, "boolean").fill_null(False)).to_series()
         return s.to_numpy().astype(bool)
+
+    def _mask_by_value(self, df: pl.DataFrame, ex: Expression) -> np.ndarray:
+        """A row-wise expression of one text column, evaluated once per distinct answer (a
+        select's few codes) instead of once per unit: string functions and text-to-number
+        conversions over 400,000 rows cost more than hashing them. Same values."""
+        (name,) = ex.refs
+        col = df.get_column(name)
+        distinct = col.unique().to_frame()
+        if distinct.height * 4 > col.len():  # free text: no saving
+            s = df.select(self.compile(ex, "boolean").fill_null(False)).to_series()
+            return s.to_numpy().astype(bool)
+        table = distinct.with_columns(self.compile(ex, "boolean").fill_null(False).alias("_v"))
+        known = pl.col(name).is_not_null()
+        true = table.filter(known & pl.col("_v")).get_column(name)
+        on_blank = bool(table.filter(~known).get_column("_v").any())
+        hit = col.is_in(true.implode()).fill_null(False)
+        hit = hit | col.is_null() if on_blank else hit & col.is_not_null()
+        return hit.to_numpy().astype(bool)
 
     def relevant(self, df: pl.DataFrame, f: Field) -> np.ndarray:
         m = np.ones(df.height, dtype=bool)
@@ -351,15 +386,25 @@ class _Builder:
         if f.choice_filter is None:
             return None
         cl = self.form.choices(f.name)
-        sub = df[rows] if rows.dtype != bool else df.filter(pl.Series(rows))
-        cols = []
-        for c in cl.choices:
-            ex = f.choice_filter.substitute(bare={**c.columns, "name": c.name})
-            cols.append(self.mask(sub, ex))
-        return np.column_stack(cols) if cols else None
+        exs = [f.choice_filter.substitute(bare={**c.columns, "name": c.name}) for c in cl.choices]
+        if not exs:
+            return None
+        refs = sorted(set().union(*(ex.refs for ex in exs)))
+        if not refs:  # pragma: no cover - a filter on the choices' own columns only
+            sub = df[rows] if rows.dtype != bool else df.filter(pl.Series(rows))
+            return np.column_stack([self.mask(sub, ex) for ex in exs])
+        # only the columns the filter reads, and every choice in one pass
+        sub = df.select(refs)
+        sub = sub.gather(rows) if rows.dtype != bool else sub.filter(pl.Series(rows))
+        tests = [
+            self.compile(ex, "boolean").fill_null(False).alias(f"c{i}") for i, ex in enumerate(exs)
+        ]
+        return sub.select(tests).to_numpy().astype(bool)
 
     def exclusive_codes(self, f: Field) -> set[str]:
         """select_multiple choices the constraint allows only alone (e.g. 'none')."""
+        if f.name in self.exclusive:
+            return set(self.exclusive[f.name])
         if f.constraint is None:
             return set()
         codes = self.form.choices(f.name).names
@@ -376,7 +421,9 @@ class _Builder:
             .to_series()
             .to_list()
         )
-        return {c for i, (c, _) in enumerate(rows) if ok[2 * i] and not ok[2 * i + 1]}
+        found = {c for i, (c, _) in enumerate(rows) if ok[2 * i] and not ok[2 * i + 1]}
+        self.exclusive[f.name] = found
+        return set(found)
 
     def draw_select_multiple(
         self, f: Field, n: int, rows: np.ndarray, df: pl.DataFrame
@@ -515,22 +562,48 @@ class _Builder:
         if f.type in ("integer", "decimal"):
             full = np.full(df.height, np.nan)
             full[rows] = values.astype(float)
-            col = pl.Series(f.name, full).fill_nan(None)
-            col = col.cast(pl.Int64) if f.type == "integer" else col
         else:
             full = np.full(df.height, None, dtype=object)
             full[rows] = values
-            col = pl.Series(f.name, full.tolist(), dtype=pl.String)
         self.kinds[f.name] = _kind(f)
         self.version[f.name] = self.version.get(f.name, 0) + 1
-        return df.with_columns(col)
+        return df.with_columns(_column(f, full))
+
+    def constraint(self, f: Field) -> Expression | None:
+        """The field's constraint with `.` read as the field (rewritten once)."""
+        if f.constraint is None:
+            return None
+        if f.name not in self.constraints:
+            self.constraints[f.name] = f.constraint.substitute(current=f.name)
+        return self.constraints[f.name]
 
     def check_constraint(self, df: pl.DataFrame, f: Field, rows: np.ndarray) -> np.ndarray:
         """Rows (of `rows`) whose answer breaks the field's constraint."""
-        if f.constraint is None or len(rows) == 0:
+        ex = self.constraint(f)
+        if ex is None or len(rows) == 0:
             return np.zeros(len(rows), dtype=bool)
-        ex = f.constraint.substitute(current=f.name)
         return ~self.mask(df, ex, rows)
+
+    def trial(
+        self, df: pl.DataFrame, f: Field, rows: np.ndarray, new: pl.Series, reads: set[str]
+    ) -> pl.DataFrame:
+        """The columns `reads` of `rows` only, with `new` as the field's answers: what a
+        constraint or a figure's condition is tested on before an answer is changed, without
+        rebuilding the whole column."""
+        others = sorted(reads - {f.name})
+        part = df.select(others).gather(rows) if others else pl.DataFrame()
+        return part.with_columns(new.alias(f.name)) if others else new.alias(f.name).to_frame()
+
+    def breaks(
+        self, df: pl.DataFrame, f: Field, rows: np.ndarray, values: np.ndarray
+    ) -> np.ndarray:
+        """Which of `values` (answers for `rows`) would break the field's constraint."""
+        ex = self.constraint(f)
+        if ex is None or len(rows) == 0:
+            return np.zeros(len(rows), dtype=bool)
+        self.kinds[f.name] = _kind(f)
+        new = _column(f, values if f.type not in ("integer", "decimal") else values.astype(float))
+        return ~self.mask(self.trial(df, f, rows, new, set(ex.refs)), ex)
 
     def generate_field(self, df: pl.DataFrame, f: Field) -> pl.DataFrame:
         if f.calculation is not None:
@@ -547,11 +620,12 @@ class _Builder:
                 col = col.cast(pl.String)
                 self.kinds[f.name] = "text"
             col = pl.Series(f.name, col).set(pl.Series(~rel), None)
+            self.version[f.name] = self.version.get(f.name, 0) + 1  # cached masks reading it
             return df.with_columns(col)
         rel = np.flatnonzero(self.relevant(df, f))
         values = self.draw(f, df, rel)
         df = self.set_column(df, f, values, rel)
-        df = self._satisfy(df, f, rel)
+        df = self._satisfy(df, f, rel, values)
         for t in self.targets_by_field.get(f.name, []):
             if t.domain is not None and not t.domain.refs <= set(df.columns):
                 self.deferred.append((f, t))  # its domain is asked later in the form
@@ -561,18 +635,23 @@ class _Builder:
             df = self.scale_total(df, f, self.spec.totals[f.name])
         return df
 
-    def _satisfy(self, df: pl.DataFrame, f: Field, rows: np.ndarray) -> pl.DataFrame:
-        bad = rows[self.check_constraint(df, f, rows)]
+    def _satisfy(
+        self, df: pl.DataFrame, f: Field, rows: np.ndarray, values: np.ndarray
+    ) -> pl.DataFrame:
+        """Redraw the answers (`values`, of `rows`, already in the column) that break the
+        constraint until they hold: the redraws are tested on the redrawn units alone, and
+        written into the column once, at the end."""
+        bad = np.flatnonzero(self.check_constraint(df, f, rows))  # positions in rows
+        if len(bad) == 0:
+            return df
+        number = f.type in ("integer", "decimal")
+        values = values.astype(float) if number else values.astype(object)
+        redrawn = bad
         for _ in range(MAX_ROUNDS):
             if len(bad) == 0:
-                return df
-            if f.type in ("integer", "decimal"):
-                values = df[f.name].cast(pl.Float64).to_numpy().copy()
-            else:
-                values = np.array(df[f.name].to_list(), dtype=object)
-            values[bad] = self.draw(f, df, bad)
-            df = self.set_column(df, f, values[rows], rows)
-            bad = bad[self.check_constraint(df, f, bad)]
+                return self._assign(df, f, rows[redrawn], values[redrawn])
+            values[bad] = self.draw(f, df, rows[bad])
+            bad = bad[self.breaks(df, f, rows[bad], values[bad])]
         raise SimulationError(
             f"{self.group}.{f.name}: {len(bad)} units still break the constraint "
             f"{f.constraint.source if f.constraint else ''!r} after {MAX_ROUNDS} redraws; "
@@ -582,7 +661,10 @@ class _Builder:
     # -- calibration -----------------------------------------------------------------------
 
     def calibrate(self, df: pl.DataFrame, f: Field, t: Target) -> pl.DataFrame:
-        dom = self.mask(df, t.domain) & self.relevant(df, f)
+        # figures share domains: cached like relevance, until a field the domain reads changes
+        dom = self.relevant(df, f)
+        if t.domain is not None:
+            dom = dom & self._cached(df, t.domain)
         rows = np.flatnonzero(dom)
         if len(rows) == 0:
             raise SimulationError(
@@ -592,7 +674,7 @@ class _Builder:
         if t.statistic == "mean":
             return self._calibrate_mean(df, f, t, rows)
         expression = self.inlined[t.indicator]
-        truth = self.mask(df, expression)[rows]
+        truth = self.mask(df, expression, rows)
         want = round(t.value * len(rows))
         have = int(truth.sum())
         if want == have:
@@ -624,15 +706,18 @@ class _Builder:
         side of the figure's condition, keeping the constraint."""
         done = 0
         pos = 0
+        condition, constraint = self.inlined[t.indicator], self.constraint(f)
+        reads = set(condition.refs) | (set(constraint.refs) if constraint is not None else set())
         for _ in range(MAX_ROUNDS):
             if done >= need or pos >= len(cand):
                 break
             take = cand[pos : pos + (need - done)]
             pos += len(take)
             proposal = self._propose(df, f, t, take, into_true)
-            trial = self._assign(df, f, take, proposal)
-            side = self.mask(trial, self.inlined[t.indicator], take) == into_true
-            ok = side & ~self.check_constraint(trial, f, take)
+            # test the proposal on the moved units only, not on a rebuilt column
+            part = self.trial(df, f, take, _column(f, proposal), reads)
+            side = self.mask(part, condition) == into_true
+            ok = side & (self.mask(part, constraint) if constraint is not None else True)
             keep = take[ok]
             if len(keep):
                 df = self._assign(df, f, keep, proposal[ok])
@@ -681,6 +766,12 @@ class _Builder:
 
     def _sides(self, f: Field, t: Target, codes: np.ndarray) -> np.ndarray:
         """For each code alone as the answer: is the figure's condition true?"""
+        key = (t.indicator, "\x00".join(str(c) for c in codes))
+        if key not in self.sides:
+            self.sides[key] = self._sides_of(f, t, codes)
+        return self.sides[key].copy()
+
+    def _sides_of(self, f: Field, t: Target, codes: np.ndarray) -> np.ndarray:
         test = pl.DataFrame({f.name: pl.Series(codes.tolist(), dtype=pl.String)})
         if f.type in ("integer", "decimal"):
             test = test.with_columns(pl.col(f.name).cast(pl.Float64))
@@ -697,19 +788,36 @@ class _Builder:
             raise SimulationError(f"figure {t.indicator}: no choice of {f.name!r} makes it true")
         excl = self.exclusive_codes(f)
         plain = [c for c in codes if c not in excl and c not in on and c != "other"]
-        current = df[f.name].to_list()
-        out = []
-        for r in rows:
-            ticked = [c for c in (current[r] or "").split() if c not in excl]
-            if into_true:
-                ticked = ticked + [c for c in sorted(on) if c not in ticked][:1]
-            else:
-                ticked = [c for c in ticked if c not in on]
-                if not ticked:
-                    ticked = sorted(excl)[:1] or [plain[int(self.rng.integers(len(plain)))]]
-            order = {c: i for i, c in enumerate(codes)}
-            out.append(" ".join(sorted(ticked, key=order.__getitem__)))
-        return np.array(out, dtype=object)
+        index = {str(c): i for i, c in enumerate(codes)}
+        # the current answers of the moved units as ticks (rows x choices), the exclusive
+        # choices dropped
+        current = df[f.name].gather(rows).fill_null("").str.split(" ")
+        ticks = (
+            pl.DataFrame(
+                [current.list.contains(str(c)).alias(f"c{i}") for i, c in enumerate(codes)]
+            )
+            .to_numpy()
+            .astype(bool)
+            if len(rows)
+            else np.zeros((0, len(codes)), dtype=bool)
+        )
+        ticks[:, [index[c] for c in excl]] = False
+        if into_true:
+            # tick the first choice (alphabetically) that makes it true and is not ticked yet
+            cols = np.array([index[c] for c in sorted(on)])
+            missing = ~ticks[:, cols]
+            some = np.flatnonzero(missing.any(axis=1))
+            ticks[some, cols[missing[some].argmax(axis=1)]] = True
+        else:
+            ticks[:, [index[c] for c in on]] = False
+            empty = np.flatnonzero(~ticks.any(axis=1))
+            if excl:
+                ticks[empty, index[sorted(excl)[0]]] = True
+            elif len(empty):
+                # one draw per emptied unit, in the units' order
+                pick = self.rng.integers(len(plain), size=len(empty))
+                ticks[empty, np.array([index[c] for c in plain])[pick]] = True
+        return _join_ticks(ticks, codes)
 
     def _bounds(self, f: Field) -> tuple[float, float]:
         lo, hi = _literal_bounds(f)
@@ -725,23 +833,27 @@ class _Builder:
         """Move values of `rows` by one step at a time, within bounds and the constraint,
         until they sum to `want`."""
         lo, hi = self._bounds(f)
+        # the column's values, moved here and written back once
+        values = df[f.name].cast(pl.Float64).to_numpy().copy()
+        moved = np.zeros(len(values), dtype=bool)
         for _ in range(MAX_ROUNDS * 10):
-            values = df[f.name].cast(pl.Float64).to_numpy()
             diff = want - float(np.nansum(values[rows]))
             k = round(abs(diff) / step)
             if k == 0:
-                return df
+                return (
+                    self._assign(df, f, np.flatnonzero(moved), values[moved]) if moved.any() else df
+                )
             sign = 1.0 if diff > 0 else -1.0
             room = values[rows] + sign * step
             eligible = rows[(room >= lo) & (room <= hi)]
             if len(eligible) == 0:
                 break
             take = self.rng.permutation(eligible)[: min(k, len(eligible))]
-            trial = self._assign(df, f, take, values[take] + sign * step)
-            ok = take[~self.check_constraint(trial, f, take)]
+            ok = take[~self.breaks(df, f, take, values[take] + sign * step)]
             if len(ok) == 0:
                 break
-            df = self._assign(df, f, ok, values[ok] + sign * step)
+            values[ok] = values[ok] + sign * step
+            moved[ok] = True
         raise SimulationError(
             f"{self.group}.{f.name}: cannot reach {what} within its bounds and constraint"
         )
@@ -842,13 +954,49 @@ class _Builder:
 
 
 def _join_ticks(ticks: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Rows of 0/1 ticks as space-separated codes, in choice order (vectorised)."""
+    """Rows of 0/1 ticks as space-separated codes, in choice order (vectorised): each
+    distinct combination is joined once, and rows share its string."""
     if ticks.shape[0] == 0:
         return np.array([], dtype=object)
-    frame = pl.DataFrame({f"c{i}": ticks[:, i] for i in range(len(codes))})
+    ticks = np.asarray(ticks, dtype=bool)
+    if ticks.shape[1] <= 62:  # a combination as one integer
+        bits = np.int64(1) << np.arange(ticks.shape[1], dtype=np.int64)
+        _, first, inverse = np.unique(ticks @ bits, return_index=True, return_inverse=True)
+        combos = ticks[first]
+    else:  # pragma: no cover - a choice list longer than 62
+        combos, inverse = np.unique(ticks, axis=0, return_inverse=True)
+    frame = pl.DataFrame({f"c{i}": combos[:, i] for i in range(len(codes))})
     parts = [pl.when(pl.col(f"c{i}")).then(pl.lit(str(c))) for i, c in enumerate(codes)]
     joined = frame.select(pl.concat_str(parts, separator=" ", ignore_nulls=True)).to_series()
-    return np.array(joined.to_list(), dtype=object)
+    return np.asarray(np.array(joined.to_list(), dtype=object)[np.asarray(inverse).reshape(-1)])
+
+
+#: frames from which a costly expression of one text column is evaluated per distinct value
+DISTINCT_MIN_ROWS = 20_000
+_COSTLY_OPS = frozenset({"<", "<=", ">", ">=", "+", "-", "*", "div", "mod"})
+
+
+def _costly_on_text(df: pl.DataFrame, ex: Expression) -> bool:
+    """Whether the expression reads one String column and does more than compare it to a
+    text (a function, or an order or arithmetic that converts the text to a number)."""
+    if len(ex.refs) != 1 or df.schema.get(next(iter(ex.refs))) != pl.String:
+        return False
+
+    def costly(n: Node) -> bool:
+        if n.kind == "call" or (n.kind == "bin" and n.value in _COSTLY_OPS):
+            return True
+        return any(costly(a) for a in n.args)
+
+    return costly(ex.tree)
+
+
+def _column(f: Field, values: np.ndarray) -> pl.Series:
+    """A field's answers as its population column: Int64 for integers, Float64 for decimals
+    (NaN is blank), String otherwise (None is blank)."""
+    if f.type in ("integer", "decimal"):
+        col = pl.Series(f.name, np.asarray(values, dtype=float)).fill_nan(None)
+        return col.cast(pl.Int64) if f.type == "integer" else col
+    return pl.Series(f.name, np.asarray(values, dtype=object).tolist(), dtype=pl.String)
 
 
 def _largest_remainder(p: np.ndarray, n: int) -> np.ndarray:

@@ -8,7 +8,7 @@ population / size).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -20,23 +20,37 @@ from impactstudy.study import Indicator, Study
 __all__ = ["truth"]
 
 
-def _columns(study: Study, ind: Indicator, pop: Population) -> pl.DataFrame:
-    """Per unit of one group: the indicator's value, its denominator and domain, the weight."""
+#: indicators evaluated together over a population: one pass, Polars' threads across them
+BATCH = 16
+
+
+def _columns(study: Study, inds: Sequence[Indicator], pop: Population) -> list[pl.DataFrame]:
+    """Per unit of one group, for each indicator: its value, its denominator and domain, the
+    weight (`y`, `w`, `d` if it has a denominator, `in_domain`)."""
     kinds = column_kinds(study.groups[pop.group].form, pop.frame)
     today = study.config.fieldwork.start
-    kind = "boolean" if ind.spec.statistic == "proportion" else "number"
-    cols = [
-        to_polars(ind.expression, kinds, today=today, result=kind).alias("y"),  # type: ignore[arg-type]
-        pl.lit(pop.weight).alias("w"),
-    ]
-    if ind.denominator is not None:
-        cols.append(to_polars(ind.denominator, kinds, today=today, result="number").alias("d"))
-    if ind.domain is not None:
-        dom = to_polars(ind.domain, kinds, today=today, result="boolean").fill_null(False)
-        cols.append(dom.alias("in_domain"))
-    else:
-        cols.append(pl.lit(True).alias("in_domain"))
-    return pop.frame.select(cols)
+    exprs: list[pl.Expr] = []
+    for i, ind in enumerate(inds):
+        kind = "boolean" if ind.spec.statistic == "proportion" else "number"
+        exprs.append(to_polars(ind.expression, kinds, today=today, result=kind).alias(f"y{i}"))  # type: ignore[arg-type]
+        if ind.denominator is not None:
+            d = to_polars(ind.denominator, kinds, today=today, result="number")
+            exprs.append(d.alias(f"d{i}"))
+        if ind.domain is not None:
+            dom = to_polars(ind.domain, kinds, today=today, result="boolean").fill_null(False)
+            exprs.append(dom.alias(f"in_domain{i}"))
+    values = pop.frame.select(exprs)
+    out = []
+    for i, ind in enumerate(inds):
+        cols = [pl.col(f"y{i}").alias("y"), pl.lit(pop.weight).alias("w")]
+        if ind.denominator is not None:
+            cols.append(pl.col(f"d{i}").alias("d"))
+        if ind.domain is not None:
+            cols.append(pl.col(f"in_domain{i}").alias("in_domain"))
+        else:
+            cols.append(pl.lit(True).alias("in_domain"))
+        out.append(values.select(cols))
+    return out
 
 
 def _value(ind: Indicator, data: pl.DataFrame) -> tuple[float, int]:
@@ -71,10 +85,25 @@ def _value(ind: Indicator, data: pl.DataFrame) -> tuple[float, int]:
 def truth(study: Study, populations: Mapping[str, Population]) -> pl.DataFrame:
     """One row per indicator: the population value, units in its domain, published value."""
     rows = []
-    for ind in study.indicators.values():
-        parts = [_columns(study, ind, populations[g]) for g in ind.groups if g in populations]
-        if len(parts) != len(ind.groups):
-            continue
+    wanted = [i for i in study.indicators.values() if all(g in populations for g in i.groups)]
+    for start in range(0, len(wanted), BATCH):
+        rows += _rows(study, wanted[start : start + BATCH], populations)
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def _rows(
+    study: Study, inds: Sequence[Indicator], populations: Mapping[str, Population]
+) -> list[dict[str, object]]:
+    columns: dict[tuple[str, str], pl.DataFrame] = {}
+    for g, pop in populations.items():
+        mine = [ind for ind in inds if g in ind.groups]
+        if mine:
+            columns.update(
+                ((ind.id, g), c) for ind, c in zip(mine, _columns(study, mine, pop), strict=True)
+            )
+    rows: list[dict[str, object]] = []
+    for ind in inds:
+        parts = [columns[(ind.id, g)] for g in ind.groups]
         value, n = _value(ind, pl.concat(parts, how="diagonal_relaxed"))
         pub = ind.spec.published
         rows.append(
@@ -90,4 +119,4 @@ def truth(study: Study, populations: Mapping[str, Population]) -> pl.DataFrame:
                 "relation": pub.relation if pub else None,
             }
         )
-    return pl.DataFrame(rows, infer_schema_length=None)
+    return rows
