@@ -130,3 +130,24 @@ def test_import_refuses_a_gbk_file_with_its_place(tmp_path: Path) -> None:
     assert "gbk.csv" in proc.stderr and "GBK" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_import_refuses_a_folder_holding_other_groups(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(cli, ["simulate", str(MINIMAL), "--out", str(tmp_path / "sim")])
+    assert res.exit_code == 0, res.output
+    folder = tmp_path / "sim" / "responses"  # holds resident and shop
+    before = _files(folder)
+    res = runner.invoke(
+        cli,
+        [
+            "import",
+            str(EXPORTS / "odk_central" / "resident.csv"),
+            str(MINIMAL),
+            "--out",
+            str(folder),
+        ],
+    )
+    assert res.exit_code != 0
+    assert "already holds responses of shop" in res.output
+    assert _files(folder) == before  # nothing overwritten

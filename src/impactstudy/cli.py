@@ -208,6 +208,7 @@ def import_(
     except IngestError as exc:
         _print_problems(exc.problems)
         sys.exit(EXIT_PROBLEMS)
+    _refuse_other_groups(Path(out), set(responses.groups))
     files = write_responses(responses, s, Path(out))
     problems = responses.provenance.get("problems")
     flagged = len(problems) if lenient and isinstance(problems, list) else 0
@@ -217,6 +218,26 @@ def import_(
         noun = "problem" if flagged == 1 else "problems"
         click.echo(f"{flagged} {noun} found and flagged: see the _flags column")
     click.echo(f"wrote {len(files)} files to {out}/")
+
+
+def _refuse_other_groups(out: Path, groups: set[str]) -> None:
+    """One Responses folder has one manifest: importing into a folder that holds other
+    groups would orphan them."""
+    import json
+
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        return
+    try:
+        held = set(json.loads(manifest.read_text(encoding="utf-8")).get("groups", {}))
+    except (ValueError, AttributeError):
+        held = set()
+    others = sorted(held - groups)
+    if others:
+        raise click.ClickException(
+            f"{out} already holds responses of {', '.join(others)}; import into another "
+            "--out folder (one folder per export)"
+        )
 
 
 @cli.command()

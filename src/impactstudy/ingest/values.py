@@ -9,7 +9,18 @@ import polars as pl
 
 #: a date, alone or as a midnight timestamp (what a spreadsheet makes of a date)
 _DATE = r"^(\d{4}-\d{2}-\d{2})(?:[T ]00:00(?::00(?:\.0+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$"
-_BINARY = {"1": 1, "1.0": 1, "true": 1, "True": 1, "TRUE": 1, "0": 0, "0.0": 0, "false": 0}
+_BINARY = {
+    "1": 1,
+    "1.0": 1,
+    "true": 1,
+    "True": 1,
+    "TRUE": 1,
+    "0": 0,
+    "0.0": 0,
+    "false": 0,
+    "False": 0,
+    "FALSE": 0,
+}
 
 
 def text(column: str, dtype: pl.DataType) -> pl.Expr:
