@@ -488,6 +488,12 @@ def _conform(frame: pl.DataFrame, form: Form) -> pl.DataFrame:
         if dtype == pl.Date and frame.schema[name] == pl.String:
             casts.append(col.str.to_date("%Y-%m-%d").alias(name))
             continue
+        if dtype == pl.String and frame.schema[name].is_numeric():
+            # a calculated number as text, written as XPath's string() writes it: 5, not 5.0
+            as_text = parse(f"string(${{{name}}})")
+            text = to_polars(as_text, {name: "number"}, result="string")
+            casts.append(pl.when(col.is_null()).then(None).otherwise(text).alias(name))
+            continue
         if isinstance(dtype, pl.Datetime) and isinstance(frame.schema[name], pl.Datetime):
             col = col.dt.convert_time_zone(dtype.time_zone or "UTC").dt.cast_time_unit(
                 dtype.time_unit
