@@ -1,5 +1,19 @@
-"""Estimate: design-based estimates of every indicator (SE, CI, n, effective n, deff, domains),
-equal to R survey.
+"""Estimate: design-based estimates (value and SE), equal to R survey.
 
-This stage is built by a later issue; the package marks its place in the pipeline.
+This first step covers the design (`Design`, R's ``svydesign``) and Taylor-linearised totals, means
+and proportions (`total`, `mean`). See docs/api.md.
 """
+
+from .design import Design, DesignError, LonelyPSU, Stage
+from .taylor import RESULT_SCHEMA, mean, svyrecvar, total
+
+__all__ = [
+    "RESULT_SCHEMA",
+    "Design",
+    "DesignError",
+    "LonelyPSU",
+    "Stage",
+    "mean",
+    "svyrecvar",
+    "total",
+]
