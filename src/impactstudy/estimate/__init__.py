@@ -1,19 +1,27 @@
 """Estimate: design-based estimates (value and SE), equal to R survey.
 
-This first step covers the design (`Design`, R's ``svydesign``) and Taylor-linearised totals, means
-and proportions (`total`, `mean`). See docs/api.md.
+Covers the design (`Design`, R's ``svydesign``), Taylor-linearised totals, means and proportions
+(`total`, `mean`), domain estimates on the full design (`by`), ratios (`ratio`) and quantiles with
+Woodruff intervals (`quantile`). See docs/api.md.
 """
 
 from .design import Design, DesignError, LonelyPSU, Stage
-from .taylor import RESULT_SCHEMA, mean, svyrecvar, total
+from .quantile import degf, quantile, t_quantile
+from .taylor import RESULT_SCHEMA, Z_95, by, mean, ratio, svyrecvar, total
 
 __all__ = [
     "RESULT_SCHEMA",
+    "Z_95",
     "Design",
     "DesignError",
     "LonelyPSU",
     "Stage",
+    "by",
+    "degf",
     "mean",
+    "quantile",
+    "ratio",
     "svyrecvar",
+    "t_quantile",
     "total",
 ]

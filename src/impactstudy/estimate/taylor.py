@@ -9,13 +9,16 @@ first-stage sampling fraction. All of it is sums by (stratum, PSU) keys: no per-
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Literal
+
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
 from .design import Design, DesignError, Stage
 
-__all__ = ["RESULT_SCHEMA", "mean", "svyrecvar", "total"]
+__all__ = ["RESULT_SCHEMA", "Z_95", "by", "mean", "ratio", "svyrecvar", "total"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -25,7 +28,14 @@ RESULT_SCHEMA: dict[str, pl.DataType] = {
     "level": pl.String(),
     "estimate": pl.Float64(),
     "se": pl.Float64(),
+    "domain": pl.String(),
+    "n": pl.Int64(),
+    "ci_low": pl.Float64(),
+    "ci_high": pl.Float64(),
+    "deff": pl.Float64(),
 }
+
+Z_95 = 1.959963984540054  # the 0.975 quantile of the standard normal: Wald 95% intervals
 
 _CERTAINTY = 1e-7  # R: a stratum with f < 1e-7 is self-representing and adds no variance
 
@@ -116,13 +126,54 @@ def _response(
     )
 
 
-def _result(y: str, levels: list[str | None], est: FloatArray, var: FloatArray) -> pl.DataFrame:
+def _n_used(w: FloatArray) -> int:
+    """Rows used by an estimate: those with a non-zero weight once missing values are zeroed."""
+    return int(np.count_nonzero(w > 0))
+
+
+def _srs_variance(values: FloatArray, w: FloatArray, statistic: str) -> FloatArray:
+    """Variance of the same estimate under simple random sampling with replacement of the same
+    size (R's ``deff="replace"`` denominator): ``s2 / n`` for a mean, ``W^2 s2 / n`` for a total,
+    where ``s2`` is R's ``svyvar`` (weighted variance times n/(n-1)) over the rows used."""
+    n_used = _n_used(w)
+    weight_total = w.sum()
+    if n_used < 2 or weight_total <= 0:
+        return np.full(values.shape[1], np.nan)
+    centre = (w @ values) / weight_total
+    s2 = (w @ (values - centre[None, :]) ** 2) / weight_total * n_used / (n_used - 1)
+    out: FloatArray = s2 / n_used
+    if statistic == "total":
+        out = out * weight_total**2
+    return out
+
+
+def _result(
+    variables: list[str],
+    levels: list[str | None],
+    est: FloatArray,
+    var: FloatArray,
+    n_used: IntArray,
+    domains: list[str | None] | None = None,
+    srs_var: FloatArray | None = None,
+) -> pl.DataFrame:
+    se = np.sqrt(np.maximum(var, 0.0))
+    if srs_var is None:
+        deff: list[float | None] = [None] * len(levels)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio_ = np.where(srs_var > 0, var / srs_var, np.nan)
+        deff = [None if np.isnan(v) else float(v) for v in ratio_]
     return pl.DataFrame(
         {
-            "variable": [y] * len(levels),
+            "variable": variables,
             "level": levels,
             "estimate": est,
-            "se": np.sqrt(np.maximum(var, 0.0)),
+            "se": se,
+            "domain": domains if domains is not None else [None] * len(levels),
+            "n": n_used,
+            "ci_low": est - Z_95 * se,
+            "ci_high": est + Z_95 * se,
+            "deff": deff,
         },
         schema=RESULT_SCHEMA,
     )
@@ -132,11 +183,22 @@ def total(design: Design, y: str, *, na_rm: bool = False) -> pl.DataFrame:
     """Estimated population total of ``y`` (R's ``svytotal``), with its Taylor SE.
 
     For a categorical ``y`` (string, categorical, enum or boolean) one row per level: the estimated
-    number of population units in each category. Columns: variable, level, estimate, se.
+    number of population units in each category.
+    Columns: variable, level, estimate, se, domain (null), n (rows used), ci_low and ci_high
+    (Wald 95%: estimate -/+ Z_95 * se), deff (variance over the variance of simple random sampling
+    with replacement of the same n, R's ``deff="replace"``; null for ratios and quantiles).
     """
     values, levels, w = _response(design, y, na_rm)
     z = values * w[:, None]
-    return _result(y, levels, z.sum(axis=0), svyrecvar(z, design))
+    n_used = np.full(len(levels), _n_used(w), dtype=np.int64)
+    return _result(
+        [y] * len(levels),
+        levels,
+        z.sum(axis=0),
+        svyrecvar(z, design),
+        n_used,
+        srs_var=_srs_variance(values, w, "total"),
+    )
 
 
 def mean(design: Design, y: str, *, na_rm: bool = False) -> pl.DataFrame:
@@ -144,7 +206,7 @@ def mean(design: Design, y: str, *, na_rm: bool = False) -> pl.DataFrame:
 
     Its SE is that of the linearised variable ``w * (y - mean) / sum(w)``. For a categorical ``y``,
     one row per level: the estimated proportion of each category.
-    Columns: variable, level, estimate, se.
+    Columns as `total`.
     """
     values, levels, w = _response(design, y, na_rm)
     weight_total = w.sum()
@@ -152,4 +214,110 @@ def mean(design: Design, y: str, *, na_rm: bool = False) -> pl.DataFrame:
         raise DesignError(f"the weights of the rows with {y!r} observed sum to zero")
     est = (w @ values) / weight_total
     z = (values - est[None, :]) * (w / weight_total)[:, None]
-    return _result(y, levels, est, svyrecvar(z, design))
+    n_used = np.full(len(levels), _n_used(w), dtype=np.int64)
+    return _result(
+        [y] * len(levels),
+        levels,
+        est,
+        svyrecvar(z, design),
+        n_used,
+        srs_var=_srs_variance(values, w, "mean"),
+    )
+
+
+def _domain_codes(design: Design, by_col: str) -> tuple[IntArray, list[str]]:
+    if by_col not in design.data.columns:
+        raise DesignError(f"domain column {by_col!r} is not in the data")
+    col = design.data.get_column(by_col)
+    if col.null_count():
+        raise DesignError(f"domain column {by_col!r} has {col.null_count()} missing values")
+    labels = col.cast(pl.String).to_numpy().astype(str)
+    names, codes = np.unique(labels, return_inverse=True)
+    return codes.reshape(-1).astype(np.int64), [str(v) for v in names]
+
+
+def by(
+    design: Design,
+    y: str | Sequence[str],
+    by_col: str,
+    *,
+    statistic: Literal["mean", "total"] = "mean",
+    na_rm: bool = False,
+) -> pl.DataFrame:
+    """Estimates of ``y`` in every domain of ``by_col`` (R's ``svyby(~y, ~by, design, svymean)``).
+
+    Domains use the full design: a row outside the domain keeps its stratum and PSU and enters the
+    linearised variable with weight zero, so the SE counts every PSU and stratum (never a subset).
+    ``y`` may name several columns (R's ``~ell+meals``); a categorical ``y`` gives a row per level.
+    One row per (domain, variable, level), domains in sorted order; ``domain`` holds the domain's
+    label, ``n`` the rows used in the domain. Columns as `total`.
+    """
+    ys = [y] if isinstance(y, str) else list(y)
+    codes, names = _domain_codes(design, by_col)
+    n_dom = len(names)
+    blocks = [_response(design, v, na_rm) for v in ys]
+    z_cols: list[FloatArray] = []
+    est_all: list[FloatArray] = []
+    srs_all: list[FloatArray] = []
+    variables: list[str] = []
+    levels_all: list[str | None] = []
+    domains: list[str | None] = []
+    n_all: list[int] = []
+    for d in range(n_dom):  # one pass per domain, vectorised over rows
+        in_d = codes == d
+        for v, (values, levels, w) in zip(ys, blocks, strict=True):
+            wd = np.where(in_d, w, 0.0)
+            if statistic == "total":
+                z = values * wd[:, None]
+                est = z.sum(axis=0)
+            else:
+                w_total = wd.sum()
+                if w_total <= 0:
+                    raise DesignError(
+                        f"domain {by_col}={names[d]!r} has no weight with {v!r} observed"
+                    )
+                est = (wd @ values) / w_total
+                z = (values - est[None, :]) * (wd / w_total)[:, None]
+            z_cols.append(z)
+            est_all.append(est)
+            srs_all.append(_srs_variance(values, wd, statistic))
+            variables += [v] * len(levels)
+            levels_all += levels
+            domains += [names[d]] * len(levels)
+            n_all += [_n_used(wd)] * len(levels)
+    z_all = np.hstack(z_cols)
+    return _result(
+        variables,
+        levels_all,
+        np.concatenate(est_all),
+        svyrecvar(z_all, design),
+        np.asarray(n_all, dtype=np.int64),
+        domains,
+        np.concatenate(srs_all),
+    )
+
+
+def ratio(design: Design, numerator: str, denominator: str, *, na_rm: bool = False) -> pl.DataFrame:
+    """Ratio of two population totals (R's ``svyratio(~numerator, ~denominator)``).
+
+    The estimate is ``sum(w num) / sum(w den)``; its SE is that of the linearised variable
+    ``w (num - R den) / sum(w den)``. With ``na_rm=True`` a row missing either drops out (zero
+    weight). One row, ``variable`` is ``"numerator/denominator"``. Columns as `total`.
+    """
+    num, num_levels, w_num = _response(design, numerator, na_rm)
+    den, den_levels, w_den = _response(design, denominator, na_rm)
+    if num_levels != [None] or den_levels != [None]:
+        raise DesignError("ratio needs numeric numerator and denominator columns")
+    w = np.minimum(w_num, w_den)  # zero where either is missing
+    den_total = float(w @ den[:, 0])
+    if den_total == 0:
+        raise DesignError(f"the estimated total of {denominator!r} is zero")
+    est = float(w @ num[:, 0]) / den_total
+    z = (w * (num[:, 0] - est * den[:, 0]) / den_total)[:, None]
+    return _result(
+        [f"{numerator}/{denominator}"],
+        [None],
+        np.array([est]),
+        svyrecvar(z, design),
+        np.array([_n_used(w)], dtype=np.int64),
+    )
