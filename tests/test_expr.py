@@ -190,11 +190,19 @@ answers_st = st.dictionaries(
         st.dates().map(dt.date.isoformat),
     ),
 )
-atoms = st.one_of(
-    st.sampled_from([f"${{{f}}}" for f in FIELDS]),
-    st.integers(-1000, 1000).map(str),
-    st.sampled_from(["'x'", "''", "'2018-10-01'", "'[a-'", "0.5", "today()"]),
-)
+
+
+def expression_strategy(
+    fields: list[str], literals: list[str], max_leaves: int
+) -> st.SearchStrategy[str]:
+    """Random expressions over `${field}` references and literals, through every operator and
+    most functions: shared by the scalar and the vectorised evaluators' property tests."""
+    atoms = st.one_of(
+        st.sampled_from([f"${{{f}}}" for f in fields]),
+        st.integers(-1000, 1000).map(str),
+        st.sampled_from(literals),
+    )
+    return st.recursive(atoms, _combine, max_leaves=max_leaves)
 
 
 def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
@@ -209,11 +217,27 @@ def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         "string-length",
         "boolean",
         "floor",
+        "ceiling",
         "abs",
         "date",
         "sum",
+        "normalize-space",
     ]
-    funcs2 = ["selected", "coalesce", "regex", "round", "selected-at", "contains", "pow", "min"]
+    funcs2 = [
+        "selected",
+        "coalesce",
+        "regex",
+        "round",
+        "selected-at",
+        "contains",
+        "starts-with",
+        "ends-with",
+        "pow",
+        "min",
+        "max",
+        "substr",
+        "join",
+    ]
     return st.one_of(
         st.tuples(children, st.sampled_from(ops), children).map(
             lambda t: f"({t[0]} {t[1]} {t[2]})"
@@ -223,12 +247,16 @@ def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
             lambda t: f"{t[0]}({t[1]}, {t[2]})"
         ),
         st.tuples(children, children, children).map(lambda t: f"if({t[0]}, {t[1]}, {t[2]})"),
+        st.tuples(children, children, children).map(lambda t: f"substr({t[0]}, {t[1]}, {t[2]})"),
+        st.tuples(children, children, children).map(lambda t: f"max({t[0]}, {t[1]}, {t[2]})"),
         st.tuples(children, children).map(lambda t: f"concat({t[0]}, {t[1]})"),
         children.map(lambda c: f"-{c}"),
     )
 
 
-expressions_st = st.recursive(atoms, _combine, max_leaves=12)
+expressions_st = expression_strategy(
+    FIELDS, ["'x'", "''", "'2018-10-01'", "'[a-'", "0.5", "today()"], max_leaves=12
+)
 
 
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")

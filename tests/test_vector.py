@@ -28,7 +28,7 @@ from impactstudy.forms.expr import (
     to_string,
 )
 from impactstudy.forms.vector import ColumnKind, ResultKind, evaluate_frame, to_polars
-from test_expr import CASES
+from test_expr import CASES, expression_strategy
 
 TODAY = dt.date(2018, 10, 1)
 
@@ -221,65 +221,11 @@ frames_st = st.tuples(
 )
 KINDS: dict[str, ColumnKind] = {"a": "number", "b": "text", "c": "date"}
 
-atoms = st.one_of(
-    st.sampled_from(["${a}", "${b}", "${c}"]),
-    st.integers(-1000, 1000).map(str),
-    st.sampled_from(
-        ["'x'", "''", "'x y'", "'2018-10-01'", "' 7 '", "'[a-'", "0.5", "today()", "'^x'", "2"]
-    ),
+expressions_st = expression_strategy(
+    ["a", "b", "c"],
+    ["'x'", "''", "'x y'", "'2018-10-01'", "' 7 '", "'[a-'", "0.5", "today()", "'^x'", "2"],
+    max_leaves=10,
 )
-
-
-def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
-    ops = ["+", "-", "*", "div", "mod", "=", "!=", "<", "<=", ">", ">=", "and", "or"]
-    funcs1 = [
-        "not",
-        "number",
-        "string",
-        "int",
-        "round",
-        "count-selected",
-        "string-length",
-        "boolean",
-        "floor",
-        "ceiling",
-        "abs",
-        "date",
-        "sum",
-        "normalize-space",
-    ]
-    funcs2 = [
-        "selected",
-        "coalesce",
-        "regex",
-        "round",
-        "selected-at",
-        "contains",
-        "starts-with",
-        "ends-with",
-        "pow",
-        "min",
-        "max",
-        "substr",
-        "join",
-    ]
-    return st.one_of(
-        st.tuples(children, st.sampled_from(ops), children).map(
-            lambda t: f"({t[0]} {t[1]} {t[2]})"
-        ),
-        st.tuples(st.sampled_from(funcs1), children).map(lambda t: f"{t[0]}({t[1]})"),
-        st.tuples(st.sampled_from(funcs2), children, children).map(
-            lambda t: f"{t[0]}({t[1]}, {t[2]})"
-        ),
-        st.tuples(children, children, children).map(lambda t: f"if({t[0]}, {t[1]}, {t[2]})"),
-        st.tuples(children, children, children).map(lambda t: f"substr({t[0]}, {t[1]}, {t[2]})"),
-        st.tuples(children, children, children).map(lambda t: f"max({t[0]}, {t[1]}, {t[2]})"),
-        st.tuples(children, children).map(lambda t: f"concat({t[0]}, {t[1]})"),
-        children.map(lambda c: f"-{c}"),
-    )
-
-
-expressions_st = st.recursive(atoms, _combine, max_leaves=10)
 VIEWS: list[tuple[ResultKind, Callable[[Value], Value]]] = [
     ("number", to_number),
     ("string", to_string),
