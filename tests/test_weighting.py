@@ -133,7 +133,7 @@ def test_repeated_poststratification_keeps_estimate() -> None:
     assert mean(twice, "api00")["estimate"][0] == pytest.approx(
         mean(once, "api00")["estimate"][0], rel=1e-12
     )
-    assert twice.steps == ("post_stratify(stype)", "post_stratify(stype)")
+    assert [s.name for s in twice.steps] == ["post_stratify(stype)", "post_stratify(stype)"]
 
 
 def test_poststratify_equals_greg_on_dummies() -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-__all__ = ["Design", "DesignError", "LonelyPSU", "Stage"]
+__all__ = ["Design", "DesignError", "LonelyPSU", "Replicates", "Stage"]
 
 LonelyPSU = Literal["fail"]
 FloatArray = npt.NDArray[np.float64]
@@ -76,6 +76,23 @@ def _column(data: pl.DataFrame, name: str, what: str) -> pl.Series:
     if col.null_count():
         raise DesignError(f"{what} column {name!r} has {col.null_count()} missing values")
     return col
+
+
+@dataclass(frozen=True)
+class Replicates:
+    """Replicate weights of a design (R's ``svrepdesign``): the variance of an estimate is
+    ``scale * sum(rscales * (theta_r - centre)**2)``, ``centre`` being the full-sample estimate when
+    ``mse`` and the mean of the replicate estimates otherwise.
+
+    ``weights`` is n x R (already multiplied by the sampling weights); ``type`` names the method
+    (``"JK1"``, ``"JKn"``, ``"BRR"``, ``"Fay"``, ``"bootstrap"``).
+    """
+
+    weights: FloatArray
+    scale: float
+    rscales: FloatArray
+    mse: bool
+    type: str
 
 
 class Design:
@@ -195,6 +212,26 @@ class Design:
         if np.any(~np.isfinite(w)) or np.any(w < 0):
             raise DesignError("weights must be finite and non-negative")
         self.weights: FloatArray = w.astype(np.float64)
+        self.replicates: Replicates | None = None
+
+    def residualise(self, z: FloatArray) -> FloatArray:
+        """The linearised scores ``z`` (n x k) whose design variance is the estimate's variance.
+
+        The identity here; a calibrated design (`impactstudy.weighting`) replaces ``z`` by its
+        residuals from the calibration, which makes every estimator calibration-aware.
+        """
+        return z
+
+    def with_replicates(self, replicates: Replicates) -> Design:
+        """A copy of this design whose estimates take their variance from ``replicates``."""
+        if replicates.weights.shape[0] != self.n:
+            raise DesignError(
+                f"replicate weights have {replicates.weights.shape[0]} rows, the design {self.n}"
+            )
+        new = self.__class__.__new__(self.__class__)
+        new.__dict__.update(self.__dict__)
+        new.replicates = replicates
+        return new
 
     @property
     def n(self) -> int:

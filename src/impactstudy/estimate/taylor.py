@@ -76,9 +76,13 @@ def _stage_variance(z: FloatArray, stage: Stage, scale_rows: FloatArray | None) 
 
 
 def svyrecvar(z: FloatArray, design: Design) -> FloatArray:
-    """Variance of the totals of the linearised scores ``z`` (n x k): a k-vector (R's svyrecvar)."""
+    """Variance of the totals of the linearised scores ``z`` (n x k): a k-vector (R's svyrecvar).
+
+    The scores are first residualised by the design (calibration-aware variance, as R).
+    """
     if z.ndim == 1:
         z = z[:, None]
+    z = design.residualise(z)
     first = design.stages[0]
     variance = _stage_variance(z, first, None)
     if len(design.stages) > 1 and not first.with_replacement:

@@ -30,6 +30,7 @@ from impactstudy.estimate import total as _plain_total
 __all__ = [
     "CalibratedDesign",
     "ReplicateDesign",
+    "Step",
     "WeightingError",
     "calibrate",
     "jk1",
@@ -50,39 +51,51 @@ class WeightingError(ValueError):
     """A calibration that cannot be done: empty category, inconsistent targets, no convergence."""
 
 
+@dataclass(frozen=True)
+class Step:
+    """One weighting step, replayable: ``reweight`` maps any weight vector (the design's, or a
+    replicate's) to the weights after the step, so replicate weights are re-weighted through every
+    step; ``residual`` maps linearised scores to their residuals for the calibration-aware
+    variance."""
+
+    name: str
+    reweight: Callable[[FloatArray], FloatArray]
+    residual: Residual
+
+
 class CalibratedDesign(Design):
     """A `Design` whose weights have been calibrated.
 
     It is the original design (same data, strata, clusters and fpc) with new ``weights``, so every
-    estimator of `impactstudy.estimate` gives its point estimates. ``residuals`` holds, in the order
-    the calibrations were applied, the maps that turn a linearised variable into its calibration
-    residuals; `mean` and `total` of this module apply them before the design variance.
+    estimator of `impactstudy.estimate` gives its point estimates, and its `residualise` makes their
+    standard errors calibration-aware. ``steps`` are the weighting steps in the order applied and
+    ``base_weights`` the weights before the first of them.
     """
 
-    residuals: tuple[Residual, ...]
-    steps: tuple[str, ...]
+    steps: tuple[Step, ...]
+    base_weights: FloatArray
 
     @classmethod
-    def derive(
-        cls, design: Design, weights: FloatArray, residual: Residual, step: str
-    ) -> CalibratedDesign:
+    def derive(cls, design: Design, weights: FloatArray, step: Step) -> CalibratedDesign:
         new = cls.__new__(cls)
         new.__dict__.update(design.__dict__)
         new.weights = weights
-        previous = design.residuals if isinstance(design, CalibratedDesign) else ()
-        steps = design.steps if isinstance(design, CalibratedDesign) else ()
-        new.residuals = (*previous, residual)
-        new.steps = (*steps, step)
+        if isinstance(design, CalibratedDesign):
+            new.steps = (*design.steps, step)
+        else:
+            new.steps = (step,)
+            new.base_weights = design.weights
         return new
 
     def residualise(self, z: FloatArray) -> FloatArray:
-        """The calibration residuals of the linearised variable ``z`` (n x k)."""
-        for residual in self.residuals:
-            z = residual(z)
+        """The calibration residuals of the linearised variable ``z`` (n x k), steps in the order
+        applied (R's ``svyrecvar`` loop over ``postStrata``)."""
+        for step in self.steps:
+            z = step.residual(z)
         return z
 
     def __repr__(self) -> str:
-        return f"CalibratedDesign(n={self.n}, steps={list(self.steps)})"
+        return f"CalibratedDesign(n={self.n}, steps={[s.name for s in self.steps]})"
 
 
 def _key(design: Design, margin: str | Sequence[str]) -> tuple[str, pl.Series]:
@@ -163,7 +176,43 @@ def post_stratify(
     codes, targets = _codes(labels, population, name, design.weights)
     new = _poststratify_weights(design.weights, codes, targets)
     residual = _ps_residual(codes, new, design.weights, len(targets))
-    return CalibratedDesign.derive(design, new, residual, f"post_stratify({name})")
+    step = Step(
+        f"post_stratify({name})", lambda w: _poststratify_weights(w, codes, targets), residual
+    )
+    return CalibratedDesign.derive(design, new, step)
+
+
+def _rake_weights(
+    w0: FloatArray,
+    keyed: list[tuple[str, IntArray, FloatArray]],
+    cell: IntArray,
+    n_cells: int,
+    max_iter: int,
+    tol: float,
+) -> tuple[FloatArray, list[FloatArray]]:
+    """Raked weights, and the weights after each margin's post-stratification in the last sweep."""
+    w = w0
+    old_table = np.bincount(cell, weights=w, minlength=n_cells)
+    after: list[FloatArray] = []
+    for _ in range(max_iter):
+        after = []
+        for _, codes, targets in keyed:
+            w = _poststratify_weights(w, codes, targets)
+            after.append(w)
+        new_table = np.bincount(cell, weights=w, minlength=n_cells)
+        if float(np.max(np.abs(new_table - old_table))) < tol:
+            return w, after
+        old_table = new_table
+    worst = max(
+        keyed,
+        key=lambda m: float(
+            np.max(np.abs(np.bincount(m[1], weights=w, minlength=len(m[2])) - m[2]))
+        ),
+    )
+    raise WeightingError(
+        f"raking did not converge after {max_iter} iterations; margin {worst[0]!r} is "
+        f"furthest from its population counts"
+    )
 
 
 def rake(
@@ -210,31 +259,7 @@ def rake(
     n_cells = int(cell.max()) + 1
     tol = epsilon if epsilon >= 1 else epsilon * float(w0.sum())
 
-    w = w0
-    old_table = np.bincount(cell, weights=w, minlength=n_cells)
-    converged = False
-    after: list[FloatArray] = []
-    for _ in range(max_iter):
-        after = []
-        for _, codes, targets in keyed:
-            w = _poststratify_weights(w, codes, targets)
-            after.append(w)
-        new_table = np.bincount(cell, weights=w, minlength=n_cells)
-        if float(np.max(np.abs(new_table - old_table))) < tol:
-            converged = True
-            break
-        old_table = new_table
-    if not converged:
-        worst = max(
-            keyed,
-            key=lambda m: float(
-                np.max(np.abs(np.bincount(m[1], weights=w, minlength=len(m[2])) - m[2]))
-            ),
-        )
-        raise WeightingError(
-            f"raking did not converge after {max_iter} iterations; margin {worst[0]!r} is "
-            f"furthest from its population counts"
-        )
+    w, after = _rake_weights(w0, keyed, cell, n_cells, max_iter, tol)
     projections = [
         (codes, np.where(psw == 0, 1.0, psw), len(targets))
         for (_, codes, targets), psw in zip(keyed, after, strict=True)
@@ -252,7 +277,11 @@ def rake(
         return x
 
     names = ", ".join(name for name, _, _ in keyed)
-    return CalibratedDesign.derive(design, w, residual, f"rake({names})")
+
+    def reweight(w_in: FloatArray) -> FloatArray:
+        return _rake_weights(w_in, keyed, cell, n_cells, max_iter, tol)[0]
+
+    return CalibratedDesign.derive(design, w, Step(f"rake({names})", reweight, residual))
 
 
 def calibrate(
@@ -294,17 +323,14 @@ def calibrate(
         parts.append(col.cast(pl.Float64).to_numpy())
     mm = np.column_stack(parts)
     w = design.weights
-    tmat = (mm * w[:, None]).T @ mm
-    misfit = targets - w @ mm
-    if np.linalg.matrix_rank(tmat) < len(names):
+    if np.linalg.matrix_rank((mm * w[:, None]).T @ mm) < len(names):
         raise WeightingError(f"calibration variables {names} are collinear in the sample")
-    eta = np.linalg.solve(tmat, misfit)
-    g = 1.0 + mm @ eta
-    new = w * g
+    new = _greg_weights(w, mm, targets)
     achieved = new @ mm
     bad = np.abs(achieved - targets) > 1e-7 * (1.0 + np.abs(targets))
     if np.any(bad):
         raise WeightingError(f"calibration did not reach the totals of {np.array(names)[bad]}")
+    g = new / np.where(w == 0, 1.0, w)
     whalf = np.sqrt(w)
     q, _ = np.linalg.qr(mm * whalf[:, None])
     scale = g * whalf
@@ -315,7 +341,18 @@ def calibrate(
         res: FloatArray = (u - q @ (q.T @ u)) * scale[:, None]
         return res
 
-    return CalibratedDesign.derive(design, new, residual, f"calibrate({', '.join(names)})")
+    step = Step(
+        f"calibrate({', '.join(names)})", lambda w_in: _greg_weights(w_in, mm, targets), residual
+    )
+    return CalibratedDesign.derive(design, new, step)
+
+
+def _greg_weights(w: FloatArray, mm: FloatArray, targets: FloatArray) -> FloatArray:
+    """Linear calibration weights ``w (1 + x'eta)`` meeting ``targets`` (the totals of ``mm``)."""
+    tmat = (mm * w[:, None]).T @ mm
+    eta = np.linalg.solve(tmat, targets - w @ mm)
+    new: FloatArray = w * (1.0 + mm @ eta)
+    return new
 
 
 @dataclass(frozen=True)
@@ -412,7 +449,7 @@ def _estimate(design: Design | ReplicateDesign, y: str, na_rm: bool, ratio: bool
         return _with_se(result, var)
     est = result.get_column("estimate").to_numpy()
     z = (values - est[None, :]) * (w / w.sum())[:, None] if ratio else values * w[:, None]
-    return _with_se(result, svyrecvar(design.residualise(z), design))
+    return _with_se(result, svyrecvar(z, design))
 
 
 def total(design: Design | ReplicateDesign, y: str, *, na_rm: bool = False) -> pl.DataFrame:
