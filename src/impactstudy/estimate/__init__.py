@@ -5,9 +5,10 @@ Covers the design (`Design`, R's ``svydesign``), Taylor-linearised totals, means
 Woodruff intervals (`quantile`). See docs/api.md.
 """
 
-from .design import Design, DesignError, LonelyPSU, Stage
+from .design import Design, DesignError, LonelyPSU, Replicates, Stage
 from .quantile import degf, quantile, t_quantile
-from .taylor import RESULT_SCHEMA, Z_95, by, mean, ratio, svyrecvar, total
+from .taylor import RESULT_SCHEMA, Z_95, by, mean, ratio, total
+from .variance import replicate_variance, svyrecvar, variance
 
 __all__ = [
     "RESULT_SCHEMA",
@@ -15,13 +16,16 @@ __all__ = [
     "Design",
     "DesignError",
     "LonelyPSU",
+    "Replicates",
     "Stage",
     "by",
     "degf",
     "mean",
     "quantile",
     "ratio",
+    "replicate_variance",
     "svyrecvar",
     "t_quantile",
     "total",
+    "variance",
 ]

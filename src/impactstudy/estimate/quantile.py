@@ -18,7 +18,8 @@ import numpy.typing as npt
 import polars as pl
 
 from .design import Design, DesignError
-from .taylor import RESULT_SCHEMA, _response, svyrecvar
+from .taylor import RESULT_SCHEMA, _response
+from .variance import svyrecvar
 
 __all__ = ["degf", "quantile", "t_quantile"]
 

@@ -16,9 +16,10 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from .design import Design, DesignError, Stage
+from .design import Design, DesignError
+from .variance import Point, variance
 
-__all__ = ["RESULT_SCHEMA", "Z_95", "by", "mean", "ratio", "svyrecvar", "total"]
+__all__ = ["RESULT_SCHEMA", "Z_95", "by", "mean", "ratio", "total"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -36,61 +37,6 @@ RESULT_SCHEMA: dict[str, pl.DataType] = {
 }
 
 Z_95 = 1.959963984540054  # the 0.975 quantile of the standard normal: Wald 95% intervals
-
-_CERTAINTY = 1e-7  # R: a stratum with f < 1e-7 is self-representing and adds no variance
-
-
-def _group_sum(values: FloatArray, codes: IntArray, n_groups: int) -> FloatArray:
-    """Column sums of ``values`` (n x k) by integer ``codes``: an (n_groups x k) array."""
-    out = np.empty((n_groups, values.shape[1]), dtype=np.float64)
-    for j in range(values.shape[1]):
-        out[:, j] = np.bincount(codes, weights=values[:, j], minlength=n_groups)
-    return out
-
-
-def _stage_variance(z: FloatArray, stage: Stage, scale_rows: FloatArray | None) -> FloatArray:
-    """Between-cluster variance of ``z`` at one stage, summed over its strata (a k-vector)."""
-    n_psu = int(stage.psu.max()) + 1
-    totals = _group_sum(z, stage.psu, n_psu)
-    first = stage.psu_first  # one row per PSU, in PSU-code order
-    stratum = stage.stratum[first]
-    n_h = stage.n_sampled[first]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f = np.where(np.isinf(stage.pop_size[first]), 1.0, 1.0 - n_h / stage.pop_size[first])
-    n_strata = int(stratum.max()) + 1
-    stratum_mean = _group_sum(totals, stratum, n_strata) / np.bincount(stratum, minlength=n_strata)[
-        :, None
-    ].astype(np.float64)
-    dev = totals - stratum_mean[stratum]
-    lonely = (n_h == 1) & (f >= _CERTAINTY)
-    if np.any(lonely):
-        raise DesignError(
-            f"a stratum has only one PSU at {stage.label} (lonely PSU; lonely_psu='fail')"
-        )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where((n_h > 1) & (f >= _CERTAINTY), f * n_h / (n_h - 1), 0.0)
-    if scale_rows is not None:
-        scale = scale * scale_rows[first]
-    variance: FloatArray = (scale[:, None] * dev * dev).sum(axis=0)
-    return variance
-
-
-def svyrecvar(z: FloatArray, design: Design) -> FloatArray:
-    """Variance of the totals of the linearised scores ``z`` (n x k): a k-vector (R's svyrecvar).
-
-    The scores are first residualised by the design (calibration-aware variance, as R).
-    """
-    if z.ndim == 1:
-        z = z[:, None]
-    z = design.residualise(z)
-    first = design.stages[0]
-    variance = _stage_variance(z, first, None)
-    if len(design.stages) > 1 and not first.with_replacement:
-        second = design.stages[1]
-        if not second.with_replacement:
-            # the second stage counts with weight n/N of the first stage (R: multistage())
-            variance = variance + _stage_variance(z, second, first.n_sampled / first.pop_size)
-    return variance
 
 
 def _response(
@@ -194,12 +140,13 @@ def total(design: Design, y: str, *, na_rm: bool = False) -> pl.DataFrame:
     """
     values, levels, w = _response(design, y, na_rm)
     z = values * w[:, None]
+    est = z.sum(axis=0)
     n_used = np.full(len(levels), _n_used(w), dtype=np.int64)
     return _result(
         [y] * len(levels),
         levels,
-        z.sum(axis=0),
-        svyrecvar(z, design),
+        est,
+        variance(design, z, _total_point(values, w > 0), est),
         n_used,
         srs_var=_srs_variance(values, w, "total"),
     )
@@ -223,10 +170,34 @@ def mean(design: Design, y: str, *, na_rm: bool = False) -> pl.DataFrame:
         [y] * len(levels),
         levels,
         est,
-        svyrecvar(z, design),
+        variance(design, z, _mean_point(values, w > 0), est),
         n_used,
         srs_var=_srs_variance(values, w, "mean"),
     )
+
+
+def _total_point(values: FloatArray, keep: npt.NDArray[np.bool_]) -> Point:
+    """The weighted total of ``values`` over the rows in ``keep``, as a function of the weights."""
+    mask = keep.astype(np.float64)[:, None]
+
+    def point(weights: FloatArray) -> FloatArray:
+        out: FloatArray = (weights * mask).T @ values
+        return out
+
+    return point
+
+
+def _mean_point(values: FloatArray, keep: npt.NDArray[np.bool_]) -> Point:
+    """The weighted mean of ``values`` over the rows in ``keep``, as a function of the weights."""
+    mask = keep.astype(np.float64)[:, None]
+
+    def point(weights: FloatArray) -> FloatArray:
+        wk = weights * mask
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out: FloatArray = (wk.T @ values) / wk.sum(axis=0)[:, None]
+        return out
+
+    return point
 
 
 def _domain_codes(design: Design, by_col: str) -> tuple[IntArray, list[str]]:
@@ -261,6 +232,7 @@ def by(
     n_dom = len(names)
     blocks = [_response(design, v, na_rm) for v in ys]
     z_cols: list[FloatArray] = []
+    points: list[Point] = []
     est_all: list[FloatArray] = []
     srs_all: list[FloatArray] = []
     variables: list[str] = []
@@ -274,6 +246,7 @@ def by(
             if statistic == "total":
                 z = values * wd[:, None]
                 est = z.sum(axis=0)
+                points.append(_total_point(values, wd > 0))
             else:
                 w_total = wd.sum()
                 if w_total <= 0:
@@ -282,6 +255,7 @@ def by(
                     )
                 est = (wd @ values) / w_total
                 z = (values - est[None, :]) * (wd / w_total)[:, None]
+                points.append(_mean_point(values, wd > 0))
             z_cols.append(z)
             est_all.append(est)
             srs_all.append(_srs_variance(values, wd, statistic))
@@ -290,11 +264,16 @@ def by(
             domains += [names[d]] * len(levels)
             n_all += [_n_used(wd)] * len(levels)
     z_all = np.hstack(z_cols)
+    est_cat = np.concatenate(est_all)
+
+    def point(weights: FloatArray) -> FloatArray:
+        return np.hstack([p(weights) for p in points])
+
     return _result(
         variables,
         levels_all,
-        np.concatenate(est_all),
-        svyrecvar(z_all, design),
+        est_cat,
+        variance(design, z_all, point, est_cat),
         np.asarray(n_all, dtype=np.int64),
         domains,
         np.concatenate(srs_all),
@@ -318,10 +297,18 @@ def ratio(design: Design, numerator: str, denominator: str, *, na_rm: bool = Fal
         raise DesignError(f"the estimated total of {denominator!r} is zero")
     est = float(w @ num[:, 0]) / den_total
     z = (w * (num[:, 0] - est * den[:, 0]) / den_total)[:, None]
+    mask = (w > 0).astype(np.float64)[:, None]
+
+    def point(weights: FloatArray) -> FloatArray:
+        wk = weights * mask
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out: FloatArray = (wk.T @ num) / (wk.T @ den)
+        return out
+
     return _result(
         [f"{numerator}/{denominator}"],
         [None],
         np.array([est]),
-        svyrecvar(z, design),
+        variance(design, z, point, np.array([est])),
         np.array([_n_used(w)], dtype=np.int64),
     )

@@ -8,8 +8,6 @@
 - `calibrate` (R ``calibrate(..., calfun="linear")``): GREG weights ``w (1 + x'eta)`` meeting the
   population totals of ``x`` exactly; variance residuals are the weighted least-squares residuals of
   the linearised variable on ``x``.
-- `jk1` (R ``as.svrepdesign(type="JK1")``, ``mse=FALSE``): delete-one-PSU jackknife replicate
-  weights of an unstratified cluster design.
 
 Everything is NumPy on integer category codes (``bincount``), with no per-row Python.
 """
@@ -23,21 +21,15 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from impactstudy.estimate import Design, svyrecvar
-from impactstudy.estimate import mean as _plain_mean
-from impactstudy.estimate import total as _plain_total
+from impactstudy.estimate import Design
 
 __all__ = [
     "CalibratedDesign",
-    "ReplicateDesign",
     "Step",
     "WeightingError",
     "calibrate",
-    "jk1",
-    "mean",
     "post_stratify",
     "rake",
-    "total",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -353,116 +345,3 @@ def _greg_weights(w: FloatArray, mm: FloatArray, targets: FloatArray) -> FloatAr
     eta = np.linalg.solve(tmat, targets - w @ mm)
     new: FloatArray = w * (1.0 + mm @ eta)
     return new
-
-
-@dataclass(frozen=True)
-class ReplicateDesign:
-    """A design with replicate weights (R ``svyrep.design``).
-
-    ``repweights`` is n x R; the variance of an estimate is
-    ``scale * sum(rscales * (theta_r - mean(theta_r))**2)`` (R's ``mse=FALSE``).
-    """
-
-    design: Design
-    repweights: FloatArray
-    scale: float
-    rscales: FloatArray
-    type: str
-
-    @property
-    def weights(self) -> FloatArray:
-        return self.design.weights
-
-
-def jk1(design: Design) -> ReplicateDesign:
-    """JK1 replicate weights of an unstratified cluster design (R ``as.svrepdesign(type="JK1")``).
-
-    Replicate r drops PSU r and multiplies the other PSUs' weights by n/(n-1); scale (n-1)/n and,
-    as R does when the design has a first-stage fpc, rscales 1 - n/N.
-    """
-    first = design.stages[0]
-    if int(first.stratum.max()) > 0:
-        raise WeightingError("JK1 needs an unstratified design (use JKn for strata)")
-    n_psu = int(first.psu.max()) + 1
-    if n_psu < 2:
-        raise WeightingError("JK1 needs at least two PSUs")
-    factor = n_psu / (n_psu - 1)
-    rep = np.full((design.n, n_psu), factor) * design.weights[:, None]
-    rep[np.arange(design.n), first.psu] = 0.0
-    pop = float(first.pop_size[0])
-    fpc = 1.0 if np.isinf(pop) else 1.0 - n_psu / pop
-    return ReplicateDesign(design, rep, (n_psu - 1) / n_psu, np.full(n_psu, fpc), "JK1")
-
-
-def _response(
-    design: Design, y: str, levels: list[str | None], na_rm: bool
-) -> tuple[FloatArray, FloatArray]:
-    col = design.data.get_column(y)
-    missing = col.is_null().to_numpy()
-    if col.dtype.is_float():
-        missing = missing | col.is_nan().fill_null(True).to_numpy()
-    w = np.where(missing, 0.0, design.weights) if na_rm else design.weights
-    if levels == [None]:
-        values = col.cast(pl.Float64).fill_null(0.0).fill_nan(0.0).to_numpy()[:, None]
-    else:
-        labels = col.cast(pl.String)
-        values = np.column_stack(
-            [(labels == lev).fill_null(False).to_numpy() for lev in levels]
-        ).astype(np.float64)
-    return values, w
-
-
-_Z_95 = 1.959963984540054  # the 97.5% normal quantile
-
-
-def _with_se(result: pl.DataFrame, var: FloatArray) -> pl.DataFrame:
-    """The estimator's result with its SE (and Wald 95% interval and deff, if present) replaced."""
-    out = result.with_columns(pl.Series("se", np.sqrt(np.maximum(var, 0.0))))
-    if "deff" in out.columns:  # deff is proportional to the variance: rescale it
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = var / result.get_column("se").to_numpy() ** 2
-        out = out.with_columns(pl.col("deff") * pl.Series(ratio).fill_nan(None))
-    if {"ci_low", "ci_high"} <= set(out.columns):
-        out = out.with_columns(
-            ci_low=pl.col("estimate") - _Z_95 * pl.col("se"),
-            ci_high=pl.col("estimate") + _Z_95 * pl.col("se"),
-        )
-    return out
-
-
-def _estimate(design: Design | ReplicateDesign, y: str, na_rm: bool, ratio: bool) -> pl.DataFrame:
-    base = design.design if isinstance(design, ReplicateDesign) else design
-    plain = _plain_mean if ratio else _plain_total
-    result = plain(base, y, na_rm=na_rm)  # point estimates, levels and input checks
-    if not isinstance(design, ReplicateDesign | CalibratedDesign):
-        return result
-    levels: list[str | None] = result.get_column("level").to_list()
-    values, w = _response(base, y, levels, na_rm)
-    if isinstance(design, ReplicateDesign):
-        keep = (w > 0)[:, None]
-        repw = design.repweights * keep
-        thetas = repw.T @ values  # R x k
-        if ratio:
-            thetas = thetas / repw.sum(axis=0)[:, None]
-        dev = thetas - thetas.mean(axis=0)[None, :]
-        var = design.scale * (design.rscales[:, None] * dev * dev).sum(axis=0)
-        return _with_se(result, var)
-    est = result.get_column("estimate").to_numpy()
-    z = (values - est[None, :]) * (w / w.sum())[:, None] if ratio else values * w[:, None]
-    return _with_se(result, svyrecvar(z, design))
-
-
-def total(design: Design | ReplicateDesign, y: str, *, na_rm: bool = False) -> pl.DataFrame:
-    """Total of ``y`` (R ``svytotal``), with a calibration-aware or replicate SE.
-
-    For a plain `Design` this is `impactstudy.estimate.total`.
-    """
-    return _estimate(design, y, na_rm, ratio=False)
-
-
-def mean(design: Design | ReplicateDesign, y: str, *, na_rm: bool = False) -> pl.DataFrame:
-    """Mean of ``y`` (R ``svymean``), with a calibration-aware or replicate SE.
-
-    For a plain `Design` this is `impactstudy.estimate.mean`.
-    """
-    return _estimate(design, y, na_rm, ratio=True)
