@@ -61,8 +61,9 @@ from impactstudy.forms.expr import (
     to_number,
     to_string,
 )
+from impactstudy.forms.model import Field, Form
 
-__all__ = ["ColumnKind", "ResultKind", "evaluate_frame", "to_polars"]
+__all__ = ["ColumnKind", "ResultKind", "column_kinds", "evaluate_frame", "field_kind", "to_polars"]
 
 ColumnKind = Literal["number", "text", "date"]
 ResultKind = Literal["value", "number", "string", "boolean"]
@@ -1220,3 +1221,24 @@ def evaluate_frame(
         expr, kinds, today=today, now=now, result=result, fold_constants=fold_constants
     )
     return df.select(compiled.alias("value")).to_series()
+
+
+def field_kind(f: Field) -> ColumnKind:
+    """How expressions read a field's answers."""
+    if f.type in ("integer", "decimal"):
+        return "number"
+    if f.type in ("date", "today"):
+        return "date"
+    return "text"
+
+
+def column_kinds(form: Form, frame: pl.DataFrame) -> dict[str, ColumnKind]:
+    """How each column of a population or response table is read by expressions."""
+    out: dict[str, ColumnKind] = {}
+    for name, dtype in frame.schema.items():
+        f = form.fields.get(name)
+        if f is not None and f.calculation is None:
+            out[name] = field_kind(f)
+        else:
+            out[name] = "number" if dtype.is_numeric() else "text"
+    return out

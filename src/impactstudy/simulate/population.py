@@ -20,7 +20,7 @@ import polars as pl
 
 from impactstudy.forms import Expression, Field, Form
 from impactstudy.forms.expr import Node, _expression
-from impactstudy.forms.vector import ColumnKind, to_polars
+from impactstudy.forms.vector import ColumnKind, column_kinds, field_kind, to_polars
 from impactstudy.study import Study
 from impactstudy.study.simspec import Generator, GroupSimulation
 
@@ -62,26 +62,6 @@ class Population:
     #: real units each synthetic unit stands for
     weight: float
     repeats: dict[str, pl.DataFrame] = field(default_factory=dict)
-
-
-def _kind(f: Field) -> ColumnKind:
-    if f.type in ("integer", "decimal"):
-        return "number"
-    if f.type in ("date", "today"):
-        return "date"
-    return "text"
-
-
-def column_kinds(form: Form, frame: pl.DataFrame) -> dict[str, ColumnKind]:
-    """How each column of a population or response table is read by expressions."""
-    out: dict[str, ColumnKind] = {}
-    for name, dtype in frame.schema.items():
-        f = form.fields.get(name)
-        if f is not None and f.calculation is None:
-            out[name] = _kind(f)
-        else:
-            out[name] = "number" if dtype.is_numeric() else "text"
-    return out
 
 
 def targets_of(study: Study, group: str) -> list[Target]:
@@ -565,7 +545,7 @@ class _Builder:
         else:
             full = np.full(df.height, None, dtype=object)
             full[rows] = values
-        self.kinds[f.name] = _kind(f)
+        self.kinds[f.name] = field_kind(f)
         self.version[f.name] = self.version.get(f.name, 0) + 1
         return df.with_columns(_column(f, full))
 
@@ -601,7 +581,7 @@ class _Builder:
         ex = self.constraint(f)
         if ex is None or len(rows) == 0:
             return np.zeros(len(rows), dtype=bool)
-        self.kinds[f.name] = _kind(f)
+        self.kinds[f.name] = field_kind(f)
         new = _column(f, values if f.type not in ("integer", "decimal") else values.astype(float))
         return ~self.mask(self.trial(df, f, rows, new, set(ex.refs)), ex)
 
@@ -775,7 +755,7 @@ class _Builder:
         test = pl.DataFrame({f.name: pl.Series(codes.tolist(), dtype=pl.String)})
         if f.type in ("integer", "decimal"):
             test = test.with_columns(pl.col(f.name).cast(pl.Float64))
-        kinds: dict[str, ColumnKind] = {f.name: _kind(f)}
+        kinds: dict[str, ColumnKind] = {f.name: field_kind(f)}
         ex = to_polars(self.inlined[t.indicator], kinds, today=self.today, result="boolean")
         return test.select(ex.fill_null(False)).to_series().to_numpy().astype(bool)
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from impactstudy.forms.vector import to_polars
-from impactstudy.simulate.population import Population, column_kinds
+from impactstudy.forms.vector import column_kinds, to_polars
+from impactstudy.simulate.population import Population
 from impactstudy.study import Indicator, Study
 
 __all__ = ["truth"]
