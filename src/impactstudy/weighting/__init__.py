@@ -1,5 +1,6 @@
-"""Weighting: post-stratification, raking and linear (GREG) calibration of a design's weights, and
-replicate weights, as R survey's ``postStratify``, ``rake``, ``calibrate`` and ``as.svrepdesign``.
+"""Weighting: post-stratification, raking, calibration (linear, truncated linear, raking, logit),
+trimming and weighting-class nonresponse adjustment of a design's weights, and replicate weights,
+as R survey's ``postStratify``, ``rake``, ``calibrate``, ``trimWeights`` and ``as.svrepdesign``.
 
 A calibrated design is a `CalibratedDesign` (a `Design` with new weights and replayable weighting
 `Step`s), so the estimators of `impactstudy.estimate` give its point estimates and, through
@@ -7,15 +8,30 @@ A calibrated design is a `CalibratedDesign` (a `Design` with new weights and rep
 ``postStrata``). See docs/api.md.
 """
 
-from .calibrate import CalibratedDesign, Step, WeightingError, calibrate, post_stratify, rake
+from .calibrate import (
+    CalFun,
+    CalibratedDesign,
+    Diagnostics,
+    Step,
+    WeightingError,
+    calibrate,
+    post_stratify,
+    rake,
+)
+from .nonresponse import nonresponse_adjust
 from .replicates import jk1
+from .trim import trim
 
 __all__ = [
+    "CalFun",
     "CalibratedDesign",
+    "Diagnostics",
     "Step",
     "WeightingError",
     "calibrate",
     "jk1",
+    "nonresponse_adjust",
     "post_stratify",
     "rake",
+    "trim",
 ]

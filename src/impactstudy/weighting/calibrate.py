@@ -5,9 +5,14 @@
 - `rake` (R ``rake``): iterated post-stratification on several margins, stopped as R stops it
   (the change of the weighted cross-table of all margins below ``epsilon``); variance residuals are
   R's iterated post-stratification residuals (10 sweeps over the margins).
-- `calibrate` (R ``calibrate(..., calfun="linear")``): GREG weights ``w (1 + x'eta)`` meeting the
-  population totals of ``x`` exactly; variance residuals are the weighted least-squares residuals of
-  the linearised variable on ``x``.
+- `calibrate` (R ``calibrate``): GREG weights ``w (1 + x'eta)`` meeting the population totals of
+  ``x`` exactly (``calfun="linear"``), or R's ``grake`` Newton iterations for bounded linear
+  ("truncated linear"), raking and logit calibration; string / categorical columns become R's
+  treatment-contrast dummies (``stypeH``, ``stypeM``). Variance residuals are the weighted
+  least-squares residuals of the linearised variable on ``x`` scaled by the g-weights (R's
+  ``greg_calibration`` in ``svyrecvar``).
+
+Every step records `Diagnostics` (iterations, convergence, largest margin error, g-weight range).
 
 Everything is NumPy on integer category codes (``bincount``), with no per-row Python.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +30,9 @@ import polars as pl
 from impactstudy.estimate import Design
 
 __all__ = [
+    "CalFun",
     "CalibratedDesign",
+    "Diagnostics",
     "Step",
     "WeightingError",
     "calibrate",
@@ -35,6 +43,7 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 Residual = Callable[[FloatArray], FloatArray]
+CalFun = Literal["linear", "raking", "logit"]
 
 _R_RAKE_SWEEPS = 10  # R's svyrecvar iterates the raking projections 10 times
 
@@ -44,15 +53,41 @@ class WeightingError(ValueError):
 
 
 @dataclass(frozen=True)
+class Diagnostics:
+    """How a weighting step went: ``iterations`` used, whether it ``converged``, the largest
+    absolute difference between a weighted margin (category count or calibration total) and its
+    target after the step (``max_margin_error``; for trimming, the change of the weight total),
+    and the range ``(min, max)`` of the g-weights (new / old weight, over units with a positive
+    old weight)."""
+
+    iterations: int
+    converged: bool
+    max_margin_error: float
+    g_range: tuple[float, float]
+
+
+def _g_range(
+    new: FloatArray, old: FloatArray, rows: npt.NDArray[np.bool_] | None = None
+) -> tuple[float, float]:
+    """Range of ``new / old`` over the rows with ``old > 0`` (and ``rows``, when given)."""
+    keep = old > 0 if rows is None else (old > 0) & rows
+    if not np.any(keep):
+        return (float("nan"), float("nan"))
+    g = new[keep] / old[keep]
+    return (float(g.min()), float(g.max()))
+
+
+@dataclass(frozen=True)
 class Step:
     """One weighting step, replayable: ``reweight`` maps any weight vector (the design's, or a
     replicate's) to the weights after the step, so replicate weights are re-weighted through every
     step; ``residual`` maps linearised scores to their residuals for the calibration-aware
-    variance."""
+    variance; ``diagnostics`` says how the step went on the design's own weights."""
 
     name: str
     reweight: Callable[[FloatArray], FloatArray]
     residual: Residual
+    diagnostics: Diagnostics | None = None
 
 
 class CalibratedDesign(Design):
@@ -168,8 +203,12 @@ def post_stratify(
     codes, targets = _codes(labels, population, name, design.weights)
     new = _poststratify_weights(design.weights, codes, targets)
     residual = _ps_residual(codes, new, design.weights, len(targets))
+    error = float(np.max(np.abs(np.bincount(codes, weights=new, minlength=len(targets)) - targets)))
     step = Step(
-        f"post_stratify({name})", lambda w: _poststratify_weights(w, codes, targets), residual
+        f"post_stratify({name})",
+        lambda w: _poststratify_weights(w, codes, targets),
+        residual,
+        Diagnostics(1, True, error, _g_range(new, design.weights)),
     )
     return CalibratedDesign.derive(design, new, step)
 
@@ -181,19 +220,20 @@ def _rake_weights(
     n_cells: int,
     max_iter: int,
     tol: float,
-) -> tuple[FloatArray, list[FloatArray]]:
-    """Raked weights, and the weights after each margin's post-stratification in the last sweep."""
+) -> tuple[FloatArray, list[FloatArray], int]:
+    """Raked weights, the weights after each margin's post-stratification in the last sweep, and
+    the number of sweeps."""
     w = w0
     old_table = np.bincount(cell, weights=w, minlength=n_cells)
     after: list[FloatArray] = []
-    for _ in range(max_iter):
+    for sweep in range(max_iter):
         after = []
         for _, codes, targets in keyed:
             w = _poststratify_weights(w, codes, targets)
             after.append(w)
         new_table = np.bincount(cell, weights=w, minlength=n_cells)
         if float(np.max(np.abs(new_table - old_table))) < tol:
-            return w, after
+            return w, after, sweep + 1
         old_table = new_table
     worst = max(
         keyed,
@@ -251,21 +291,34 @@ def rake(
     n_cells = int(cell.max()) + 1
     tol = epsilon if epsilon >= 1 else epsilon * float(w0.sum())
 
-    w, after = _rake_weights(w0, keyed, cell, n_cells, max_iter, tol)
+    w, after, sweeps = _rake_weights(w0, keyed, cell, n_cells, max_iter, tol)
+    # Rows with zero weight (e.g. nonrespondents kept as rows) are outside the sample: they are left
+    # out of R's within-category averages (R itself gives NaN there), so a design with zero-weight
+    # rows gives the SE of R's design without those rows.
     projections = [
-        (codes, np.where(psw == 0, 1.0, psw), len(targets))
+        (
+            codes,
+            np.where(psw > 0, psw, 1.0),
+            psw > 0,
+            np.bincount(codes, weights=(psw > 0).astype(np.float64), minlength=len(targets)),
+            len(targets),
+        )
         for (_, codes, targets), psw in zip(keyed, after, strict=True)
     ]
 
     def residual(x: FloatArray) -> FloatArray:
         x = x.copy()
         for _ in range(_R_RAKE_SWEEPS):
-            for codes, psw, k in projections:
-                n_k = np.bincount(codes, minlength=k).astype(np.float64)
+            for codes, psw, pos, n_k, k in projections:
                 for j in range(x.shape[1]):
                     with np.errstate(divide="ignore", invalid="ignore"):
-                        ave = np.bincount(codes, weights=x[:, j] / psw, minlength=k) / n_k
-                    x[:, j] = x[:, j] - psw * np.nan_to_num(ave)[codes]
+                        ave = (
+                            np.bincount(
+                                codes, weights=np.where(pos, x[:, j] / psw, 0.0), minlength=k
+                            )
+                            / n_k
+                        )
+                    x[:, j] = x[:, j] - np.where(pos, psw, 0.0) * np.nan_to_num(ave)[codes]
         return x
 
     names = ", ".join(name for name, _, _ in keyed)
@@ -273,56 +326,296 @@ def rake(
     def reweight(w_in: FloatArray) -> FloatArray:
         return _rake_weights(w_in, keyed, cell, n_cells, max_iter, tol)[0]
 
-    return CalibratedDesign.derive(design, w, Step(f"rake({names})", reweight, residual))
+    error = max(
+        float(np.max(np.abs(np.bincount(codes, weights=w, minlength=len(t)) - t)))
+        for _, codes, t in keyed
+    )
+    diagnostics = Diagnostics(sweeps, True, error, _g_range(w, w0))
+    return CalibratedDesign.derive(
+        design, w, Step(f"rake({names})", reweight, residual, diagnostics)
+    )
 
 
-def calibrate(
-    design: Design,
-    x: str | Sequence[str],
+@dataclass(frozen=True)
+class _ModelMatrix:
+    """R's ``model.matrix`` of the calibration formula: columns, their R names, and for each
+    column the data column (term) it comes from."""
+
+    mm: FloatArray
+    names: list[str]
+    terms: list[str]
+    absent: dict[str, tuple[str, str]]  # R name of a level with no rows -> (column, level)
+
+
+def _levels(col: pl.Series) -> tuple[list[str], pl.Series]:
+    """A categorical column's levels (R factor order) and its values as strings."""
+    if col.dtype == pl.Boolean:
+        return ["FALSE", "TRUE"], col.replace_strict(
+            {False: "FALSE", True: "TRUE"}, return_dtype=pl.String
+        )
+    values = col.cast(pl.String)
+    if isinstance(col.dtype, pl.Enum):
+        return [str(c) for c in col.dtype.categories.to_list()], values
+    return sorted(str(v) for v in values.unique().to_list()), values
+
+
+def _model_matrix(design: Design, cols: list[str], intercept: bool) -> _ModelMatrix:
+    """The model matrix of ``~ col1 + col2 ...`` (with ``-1`` when not ``intercept``), with
+    string, categorical, enum and boolean columns as treatment-contrast dummies named like R's
+    (``stypeH``): the first level is the baseline, except for the first factor of a model
+    without intercept, which gets a dummy for every level (R's rule)."""
+    parts: list[FloatArray] = [np.ones(design.n)] if intercept else []
+    names = ["(Intercept)"] if intercept else []
+    terms = ["(Intercept)"] if intercept else []
+    absent: dict[str, tuple[str, str]] = {}
+    full_dummies = not intercept
+    for c in cols:
+        if c not in design.data.columns:
+            raise WeightingError(f"calibration variable {c!r} is not a column of the data")
+        col = design.data.get_column(c)
+        if col.null_count():
+            raise WeightingError(
+                f"calibration variable {c!r} has {col.null_count()} missing values"
+            )
+        if col.dtype.is_numeric():
+            parts.append(col.cast(pl.Float64).to_numpy())
+            names.append(c)
+            terms.append(c)
+            continue
+        if not (
+            col.dtype in (pl.String, pl.Boolean, pl.Categorical) or isinstance(col.dtype, pl.Enum)
+        ):
+            raise WeightingError(
+                f"calibration variable {c!r} must be numeric or categorical, not {col.dtype}"
+            )
+        levels, values = _levels(col)
+        present = set(values.unique().to_list())
+        codes = values.replace_strict(
+            {lv: i for i, lv in enumerate(levels)}, return_dtype=pl.Int64
+        ).to_numpy()
+        keep = levels if full_dummies else levels[1:]
+        for lv in keep:
+            i = levels.index(lv)
+            parts.append((codes == i).astype(np.float64))
+            names.append(f"{c}{lv}")
+            terms.append(c)
+            if lv not in present:
+                absent[f"{c}{lv}"] = (c, lv)
+        full_dummies = False
+    if not parts:
+        raise WeightingError("calibration needs at least one variable or the intercept")
+    return _ModelMatrix(np.column_stack(parts), names, terms, absent)
+
+
+def _targets(
+    model: _ModelMatrix,
     population: Sequence[float] | Mapping[str, float],
-    *,
-    intercept: bool = True,
-) -> CalibratedDesign:
-    """Linear (GREG) calibration (R ``calibrate(design, ~x, population, calfun="linear")``).
-
-    ``x`` names numeric columns; with ``intercept`` the model has a constant term first (R's
-    ``~x``), whose population total is the population size. ``population`` gives the totals in the
-    order (intercept, *x) or as a mapping with keys ``"(Intercept)"`` and the column names. The new
-    weights are ``w (1 + x'eta)`` and reproduce the totals exactly.
-    """
-    cols = [x] if isinstance(x, str) else list(x)
-    names = (["(Intercept)"] if intercept else []) + cols
+    design: Design,
+) -> FloatArray:
+    """Population totals in model-matrix order, checked against the sample."""
+    names = model.names
     if isinstance(population, Mapping):
+        extra = [k for k in population if k not in names]
+        unknown = []
+        for k in extra:
+            if k in model.absent or float(population[k]) == 0:
+                continue
+            unknown.append(k)
+        if unknown:
+            raise WeightingError(
+                f"calibration totals given for {unknown}, which are not columns of the "
+                f"calibration model {names} (categories are named like R: column then level)"
+            )
         missing = [n for n in names if n not in population]
         if missing:
             raise WeightingError(f"calibration totals missing for {missing}")
         targets = np.array([float(population[n]) for n in names])
     else:
         targets = np.asarray(population, dtype=np.float64)
-    if targets.shape != (len(names),):
-        raise WeightingError(
-            f"{len(names)} calibration totals needed ({names}), got {len(targets)}"
-        )
-    parts = [np.ones(design.n)] if intercept else []
-    for c in cols:
-        if c not in design.data.columns:
-            raise WeightingError(f"calibration variable {c!r} is not a column of the data")
-        col = design.data.get_column(c)
-        if col.null_count() or not col.dtype.is_numeric():
+        if targets.shape != (len(names),):
             raise WeightingError(
-                f"calibration variable {c!r} must be numeric without missing values"
+                f"{len(names)} calibration totals needed ({names}), got {len(targets)}"
             )
-        parts.append(col.cast(pl.Float64).to_numpy())
-    mm = np.column_stack(parts)
-    w = design.weights
-    if np.linalg.matrix_rank((mm * w[:, None]).T @ mm) < len(names):
-        raise WeightingError(f"calibration variables {names} are collinear in the sample")
-    new = _greg_weights(w, mm, targets)
-    achieved = new @ mm
-    bad = np.abs(achieved - targets) > 1e-7 * (1.0 + np.abs(targets))
-    if np.any(bad):
-        raise WeightingError(f"calibration did not reach the totals of {np.array(names)[bad]}")
-    g = new / np.where(w == 0, 1.0, w)
+    if np.any(~np.isfinite(targets)):
+        raise WeightingError("calibration totals must be finite")
+    sample = design.weights @ model.mm
+    for j, name in enumerate(names):
+        if model.terms[j] == name:
+            continue  # a numeric variable or the intercept
+        column, level = model.terms[j], name[len(model.terms[j]) :]
+        if targets[j] < 0:
+            raise WeightingError(
+                f"calibration variable {column!r}: category {level!r} has a negative population "
+                f"total {targets[j]:.15g}"
+            )
+        if targets[j] > 0 and sample[j] <= 0:
+            raise WeightingError(
+                f"calibration variable {column!r}: category {level!r} has a population total "
+                f"({targets[j]:.15g}) but no respondents (no positive weight)"
+            )
+    if "(Intercept)" in names:
+        size = targets[0]
+        for column in dict.fromkeys(t for t, n in zip(model.terms, names, strict=True) if t != n):
+            idx = [j for j, t in enumerate(model.terms) if t == column and names[j] != t]
+            if targets[idx].sum() > size * (1 + 1e-12):
+                raise WeightingError(
+                    f"calibration variable {column!r}: the totals of categories "
+                    f"{[names[j] for j in idx]} sum to {targets[idx].sum():.15g}, more than the "
+                    f"population size (Intercept) {size:.15g}; the targets are inconsistent"
+                )
+    return targets
+
+
+def _absent_positive(
+    model: _ModelMatrix, population: Sequence[float] | Mapping[str, float]
+) -> None:
+    """A category with a population total but no rows in the sample is an error naming it."""
+    if not isinstance(population, Mapping):
+        return
+    for name, (column, level) in model.absent.items():
+        if float(population.get(name, 0.0)) > 0:
+            raise WeightingError(
+                f"calibration variable {column!r}: category {level!r} has a population total "
+                f"({float(population[name]):.15g}) but no respondents"
+            )
+    for key in population:
+        if key in model.names or float(population[key]) == 0:
+            continue
+        factors = dict.fromkeys(t for t, n in zip(model.terms, model.names, strict=True) if t != n)
+        for term in factors:
+            if key.startswith(term):
+                col = term
+                raise WeightingError(
+                    f"calibration variable {col!r}: category {key[len(col) :]!r} has a population "
+                    f"total ({float(population[key]):.15g}) but no respondents"
+                )
+
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+def _calfun(
+    calfun: CalFun, lo: float, hi: float
+) -> tuple[Callable[[FloatArray], FloatArray], Callable[[FloatArray], FloatArray]]:
+    """R's ``cal.linear``, ``cal.raking``, ``cal.logit``: ``Fm1(u) = F(u) - 1`` and ``dF``."""
+    if calfun == "linear":
+
+        def fm1(u: FloatArray) -> FloatArray:
+            out: FloatArray = np.minimum(np.maximum(u + 1.0, lo), hi) - 1.0
+            return out
+
+        def df(u: FloatArray) -> FloatArray:
+            return ((u < hi - 1.0) & (u > lo - 1.0)).astype(np.float64)
+
+        return fm1, df
+    if calfun == "raking":
+
+        def fm1r(u: FloatArray) -> FloatArray:
+            out: FloatArray = np.minimum(np.maximum(np.exp(u), lo), hi) - 1.0
+            return out
+
+        def dfr(u: FloatArray) -> FloatArray:
+            # R compares u (not exp(u)) with the bounds minus one; copied as is
+            out: FloatArray = np.where((u < hi - 1.0) & (u > lo - 1.0), np.exp(u), 0.0)
+            return out
+
+        return fm1r, dfr
+    a = (hi - lo) / ((hi - 1.0) * (1.0 - lo))
+
+    def fm1l(u: FloatArray) -> FloatArray:
+        e = np.exp(a * u)
+        out: FloatArray = (lo * (hi - 1.0) + hi * (1.0 - lo) * e) / (
+            hi - 1.0 + (1.0 - lo) * e
+        ) - 1.0
+        return out
+
+    def dfl(u: FloatArray) -> FloatArray:
+        e = np.exp(a * u)
+        den = hi - 1.0 + (1.0 - lo) * e
+        out: FloatArray = (
+            hi * (1.0 - lo) * e * a / den
+            - ((lo * (hi - 1.0) + hi * (1.0 - lo) * e) * ((1.0 - lo) * e * a)) / den**2
+        )
+        return out
+
+    return fm1l, dfl
+
+
+def _ginv(m: FloatArray) -> FloatArray:
+    """``MASS::ginv(m, tol = 256 * eps)``, the pseudo-inverse R's ``grake`` uses."""
+    u, d, vt = np.linalg.svd(m)
+    keep = d > max(256 * _EPS * d[0], 0.0)
+    out: FloatArray = (vt[keep].T / d[keep]) @ u[:, keep].T
+    return out
+
+
+@dataclass(frozen=True)
+class _Grake:
+    g: FloatArray
+    iterations: int
+    converged: bool
+    misfit: FloatArray  # |population - achieved| / (1 + |population|), per column
+
+
+def _grake(
+    mm: FloatArray,
+    ww: FloatArray,
+    targets: FloatArray,
+    calfun: CalFun,
+    bounds: tuple[float, float],
+    maxit: int,
+    epsilon: float,
+) -> _Grake:
+    """R ``grake``: Newton iterations for ``g = F(x'eta)`` meeting the totals, step-halving on
+    non-finite values, convergence when every ``|misfit| / (1 + |total|) < epsilon``; weights are
+    first rescaled when every total is over 20 times its sample total, as R does."""
+    lo, hi = bounds
+    fm1, df = _calfun(calfun, lo, hi)
+    sample_total = ww @ mm
+    eta = np.zeros(mm.shape[1])
+    xeta = mm @ eta
+    deriv = df(xeta)
+    iteration = 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scales = targets / sample_total
+    scale: float | None = None
+    if float(np.min(scales)) > 20:
+        scale = float(np.mean(scales))
+        ww = ww * scale
+        sample_total = sample_total * scale
+    converged = False
+    with np.errstate(over="ignore", invalid="ignore"):
+        while True:
+            tmat = (mm * (ww * deriv)[:, None]).T @ mm
+            misfit = targets - sample_total - (ww * fm1(xeta)) @ mm
+            deta = _ginv(tmat) @ misfit
+            eta = eta + deta
+            xeta = mm @ eta
+            g = 1.0 + fm1(xeta)
+            deriv = df(xeta)
+            while iteration < maxit and not (np.all(np.isfinite(g)) and np.all(np.isfinite(deriv))):
+                iteration += 1
+                deta = deta / 2
+                eta = eta - deta
+                xeta = mm @ eta
+                g = 1.0 + fm1(xeta)
+                deriv = df(xeta)
+            misfit = targets - sample_total - (ww * fm1(xeta)) @ mm
+            rel = np.abs(misfit) / (1.0 + np.abs(targets))
+            if np.all(rel < epsilon):
+                converged = True
+                break
+            iteration += 1
+            if iteration > maxit:
+                break
+    if scale is not None:
+        g = g * scale
+    return _Grake(g, iteration, converged, np.where(np.isfinite(rel), rel, np.inf))
+
+
+def _greg_residual(mm: FloatArray, w: FloatArray, g: FloatArray) -> Residual:
+    """R svyrecvar's ``greg_calibration`` residual: ``qr.resid(qr(mm sqrt(w)), z / s) * s`` with
+    ``s = g sqrt(w)``; rows with zero weight stay zero."""
     whalf = np.sqrt(w)
     q, _ = np.linalg.qr(mm * whalf[:, None])
     scale = g * whalf
@@ -333,8 +626,92 @@ def calibrate(
         res: FloatArray = (u - q @ (q.T @ u)) * scale[:, None]
         return res
 
+    return residual
+
+
+def calibrate(
+    design: Design,
+    x: str | Sequence[str],
+    population: Sequence[float] | Mapping[str, float],
+    *,
+    intercept: bool = True,
+    calfun: CalFun = "linear",
+    bounds: tuple[float, float] = (-np.inf, np.inf),
+    maxit: int = 50,
+    epsilon: float = 1e-7,
+) -> CalibratedDesign:
+    """Calibrate the weights to population totals (R ``calibrate(design, ~x, population, ...)``).
+
+    ``x`` names the calibration variables: numeric columns enter as they are, string /
+    categorical / enum / boolean columns as R's treatment-contrast dummies named column + level
+    (``stypeH``, ``stypeM``; ``xTRUE``). With ``intercept`` the model has a constant first (R's
+    ``~x``), whose total is the population size. ``population`` gives the totals as a mapping of
+    those R names (``"(Intercept)"``, ``"stypeH"``, ``"api99"``) or a sequence in model-matrix
+    order.
+
+    ``calfun="linear"`` without bounds is GREG (R's ``regcalibrate``: ``w (1 + x'eta)``, one
+    solve). Otherwise the g-weights ``new / old = F(x'eta)`` come from R's ``grake`` Newton
+    iterations (``maxit``, ``epsilon`` as R): ``"linear"`` with ``bounds`` is R's truncated linear
+    calibration, ``"raking"`` is ``exp`` (raking on the margins when ``x`` is categorical; the same
+    weights as `rake`), ``"logit"`` needs finite bounds ``lo < 1 < hi``. ``bounds`` bound g.
+
+    Not converging (e.g. bounds that cannot be met) is a `WeightingError` naming the total furthest
+    from its target, where R stops with "Calibration failed". The variance residuals are R's
+    ``greg_calibration`` ones for every calfun.
+    """
+    cols = [x] if isinstance(x, str) else list(x)
+    if calfun not in ("linear", "raking", "logit"):
+        raise WeightingError(f"calfun must be 'linear', 'raking' or 'logit', not {calfun!r}")
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if not lo < hi or lo > 1 or hi < 1:
+        raise WeightingError(f"bounds {bounds} on the g-weights must satisfy lower <= 1 <= upper")
+    if calfun == "logit" and not (np.isfinite(lo) and np.isfinite(hi) and lo < 1 < hi):
+        raise WeightingError(
+            f"logit calibration needs finite bounds with lower < 1 < upper, got {bounds}"
+        )
+    model = _model_matrix(design, cols, intercept)
+    _absent_positive(model, population)
+    targets = _targets(model, population, design)
+    mm, names = model.mm, model.names
+    w = design.weights
+    # R drops a column with zero sample total whose total is zero (an empty category)
+    sample = w @ mm
+    keep = ~((sample == 0) & (targets == 0))
+    mm, targets = mm[:, keep], targets[keep]
+    names = [n for n, k in zip(names, keep, strict=True) if k]
+    if np.linalg.matrix_rank((mm * w[:, None]).T @ mm) < len(names):
+        raise WeightingError(f"calibration variables {names} are collinear in the sample")
+    unbounded = calfun == "linear" and not (np.isfinite(lo) or np.isfinite(hi))
+    label = f"calibrate({', '.join(names)}" + ("" if unbounded else f"; {calfun}, {bounds}") + ")"
+
+    def solve(w_in: FloatArray) -> tuple[FloatArray, int]:
+        if unbounded:
+            new_w = _greg_weights(w_in, mm, targets)
+            achieved = new_w @ mm
+            bad = np.abs(achieved - targets) > 1e-7 * (1.0 + np.abs(targets))
+            if np.any(bad):
+                raise WeightingError(
+                    f"calibration did not reach the totals of {np.array(names)[bad].tolist()}"
+                )
+            return new_w, 1
+        fit = _grake(mm, w_in, targets, calfun, (lo, hi), maxit, epsilon)
+        if not fit.converged:
+            worst = int(np.argmax(fit.misfit))
+            raise WeightingError(
+                f"{calfun} calibration did not converge after {fit.iterations} iterations: "
+                f"margin {names[worst]!r} is furthest from its population total (relative misfit "
+                f"{fit.misfit[worst]:.3g}); bounds {bounds} may be impossible to meet"
+            )
+        return w_in * fit.g, fit.iterations
+
+    new, iterations = solve(w)
+    g = new / np.where(w == 0, 1.0, w)
+    error = float(np.max(np.abs(new @ mm - targets)))
     step = Step(
-        f"calibrate({', '.join(names)})", lambda w_in: _greg_weights(w_in, mm, targets), residual
+        label,
+        lambda w_in: solve(w_in)[0],
+        _greg_residual(mm, w, g),
+        Diagnostics(iterations, True, error, _g_range(new, w)),
     )
     return CalibratedDesign.derive(design, new, step)
 
