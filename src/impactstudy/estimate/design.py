@@ -1,9 +1,10 @@
-"""Survey designs: strata, up to two stages of clusters, weights and finite population corrections.
+"""Survey designs: strata, up to three stages of clusters, weights and finite population correction.
 
 `Design` plays the part of R survey's ``svydesign``. It holds, per row, the integer codes and counts
-that the Taylor-linearised variance needs (stratum, PSU, number of PSUs in the stratum, finite
-population correction at each stage), computed once with vectorised NumPy, so that every
-estimator is a keyed aggregation followed by small dense algebra.
+that the Taylor-linearised variance needs (stratum, PSU, number of PSUs in the stratum, population
+count at each stage), computed once with vectorised NumPy, so that every estimator is a keyed
+aggregation followed by small dense algebra. The lonely-PSU rule (R's
+``options(survey.lonely.psu=)``) is a property of the design, read by `svyrecvar`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-__all__ = ["Design", "DesignError", "LonelyPSU", "Replicates", "Stage"]
+__all__ = ["LONELY_PSU", "Design", "DesignError", "LonelyPSU", "Replicates", "Stage"]
 
-LonelyPSU = Literal["fail"]
+LonelyPSU = Literal["fail", "remove", "certainty", "adjust", "average"]
+LONELY_PSU: tuple[LonelyPSU, ...] = ("fail", "remove", "certainty", "adjust", "average")
+MAX_STAGES = 3
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -31,11 +34,12 @@ class DesignError(ValueError):
 class Stage:
     """One sampling stage, one entry per row.
 
-    ``stratum`` numbers the strata of the stage (at stage 2, strata are nested in the stage-1 PSU);
-    ``psu`` numbers the clusters sampled at this stage (nested in their stratum);
-    ``n_sampled`` is the number of clusters sampled in the row's stratum;
-    ``pop_size`` is the population count of clusters in the stratum (``inf``: with replacement);
-    ``psu_first`` is the first row of each PSU (indexed by PSU code).
+    ``stratum`` numbers the strata of the stage (from stage 2 on, strata are nested in the cluster
+    of the previous stage); ``psu`` numbers the clusters sampled at this stage (nested in their
+    stratum); ``n_sampled`` is the number of clusters sampled in the row's stratum; ``pop_size`` is
+    the population count of clusters in the stratum (``inf``: with replacement); ``psu_first`` is
+    the first row of each PSU (indexed by PSU code); ``parent`` is the row's cluster at the
+    previous stage (all 0 at stage 1); ``stratum_first`` is the first row of each stratum.
     """
 
     stratum: IntArray
@@ -44,6 +48,8 @@ class Stage:
     pop_size: FloatArray
     label: str
     psu_first: IntArray
+    parent: IntArray
+    stratum_first: IntArray
 
     @property
     def with_replacement(self) -> bool:
@@ -96,32 +102,49 @@ class Replicates:
 
 
 class Design:
-    """A stratified, clustered (one or two stages) sample design, as R survey's ``svydesign``.
+    """A stratified, multistage (up to three stages of clusters) sample design, as R survey's
+    ``svydesign``.
 
     Parameters
     ----------
     data:
         One row per sampled unit.
     ids:
-        Cluster id columns, one per stage (stage 1 = PSU). ``None`` or ``[]``: every row is its own
-        PSU (R's ``id=~1``). Clusters are nested in their stratum and in the cluster of the previous
-        stage, so labels may be reused across strata.
+        Cluster id columns, one per stage (stage 1 = PSU), at most three. ``None`` or ``[]``: every
+        row is its own PSU (R's ``id=~1``). Clusters are nested in their stratum and in the cluster
+        of the previous stage, so labels may be reused across strata (R's ``nest=TRUE``).
     strata:
-        Stratum column(s), one per stage at most; a stage without one is unstratified.
+        Stratum column(s), one per stage at most. A later stage without its own column is
+        stratified by the cluster of the previous stage only (R: the last strata column crossed
+        with that cluster, which is the same partition).
     weights:
         Sampling weight column. Without weights (and without ``probs``) the weights are
-        ``1 / prod(n / N)`` over the stages, from the fpc.
+        ``prod(N / n)`` over the stages, from the fpc (which must then be finite).
     probs:
         Selection probability column (weights = 1 / probs).
     fpc:
-        Finite population correction per stage: either population counts (number of clusters in
-        the stratum) or sampling fractions; a column is read as fractions when all its values are
-        <= 1 (R's rule). Without fpc the first stage is taken as sampled with replacement and the
-        variance is R's ultimate-cluster variance. The second-stage variance term is added when
-        the first stage has an fpc and the second stage has one too.
+        Finite population correction, one column per stage (or none): either population counts
+        (number of clusters in the stratum at that stage; ``inf`` for a stage sampled with
+        replacement) or sampling fractions (a fraction of 0 is ``inf``, as R). A column is read as
+        fractions when all its values are <= 1; this agrees with R's rule (decided over all
+        columns at once) whenever R accepts the design. It must be constant within a stratum.
+        Without fpc the first stage is taken as sampled with replacement and the variance is R's
+        ultimate-cluster variance (later stages ignored). With fpc the variance is R's multistage
+        recursion: the stage-k term is the between-cluster variance within the stage-k strata,
+        times the product of the sampling fractions n/N of the stages before it; a stage with
+        ``N = inf`` makes every later term zero. A stratum whose clusters are all sampled
+        (``n = N``) is a certainty stratum and adds no variance, whatever ``lonely_psu`` says.
     lonely_psu:
-        What to do with a stratum that has a single sampled PSU (and is not a certainty stratum):
-        ``"fail"`` raises `DesignError`.
+        A stratum with a single sampled cluster that is not a certainty stratum, at any stage
+        (R's ``options(survey.lonely.psu=)``): ``"fail"`` raises `DesignError` when a variance is
+        computed; ``"remove"`` and ``"certainty"`` make it add no variance (the same thing for
+        Taylor variances); ``"adjust"`` centres its cluster total at the population mean of the
+        linearised scores, zero, instead of at the stratum mean (R 4.1's ``onestrat``);
+        ``"average"`` leaves it out and multiplies the summed variance of the other strata by
+        ``nstrat / nokstrat`` (strata over non-lonely strata; within each cluster of the previous
+        stage at later stages). A stratum that keeps several sampled clusters but has one inside a
+        domain is not lonely (R's default ``survey.adjust.domain.lonely=FALSE``): the domain's
+        clusters are compared with the stratum's zero-total ones.
     """
 
     def __init__(
@@ -135,8 +158,8 @@ class Design:
         fpc: str | Sequence[str] | None = None,
         lonely_psu: LonelyPSU = "fail",
     ) -> None:
-        if lonely_psu != "fail":
-            raise DesignError(f"lonely_psu={lonely_psu!r} is not supported yet; use 'fail'")
+        if lonely_psu not in LONELY_PSU:
+            raise DesignError(f"lonely_psu={lonely_psu!r} is not one of {', '.join(LONELY_PSU)}")
         if weights is not None and probs is not None:
             raise DesignError("give weights or probs, not both")
         id_cols = _as_list(ids)
@@ -145,8 +168,10 @@ class Design:
         n = data.height
         if n == 0:
             raise DesignError("the data has no rows")
-        if len(id_cols) > 2:
-            raise DesignError(f"at most two stages of clusters are supported, got ids={id_cols}")
+        if len(id_cols) > MAX_STAGES:
+            raise DesignError(
+                f"at most {MAX_STAGES} stages of clusters are supported, got ids={id_cols}"
+            )
         n_stages = max(len(id_cols), 1)
         if len(strata_cols) > n_stages:
             raise DesignError(f"{len(strata_cols)} strata columns for {n_stages} stage(s)")
@@ -163,9 +188,7 @@ class Design:
         self.fpc = fpc_cols
 
         stages: list[Stage] = []
-        parent = np.zeros(
-            n, dtype=np.int64
-        )  # the cluster of the previous stage (all one at stage 1)
+        parent = np.zeros(n, dtype=np.int64)  # the cluster of the previous stage (all 0 at stage 1)
         for s in range(n_stages):
             label = f"stage {s + 1}"
             if s < len(strata_cols):
@@ -179,23 +202,18 @@ class Design:
             else:
                 psu = np.arange(n, dtype=np.int64)
             # number of distinct clusters per stratum, broadcast to rows
-            first_of_psu = np.unique(psu, return_index=True)[1]
+            first_of_psu = np.unique(psu, return_index=True)[1].astype(np.int64)
+            first_of_stratum = np.unique(stratum, return_index=True)[1].astype(np.int64)
             n_per_stratum = np.bincount(stratum[first_of_psu], minlength=int(stratum.max()) + 1)
             n_sampled = n_per_stratum[stratum].astype(np.float64)
             if fpc_cols:
-                raw = _column(data, fpc_cols[s], "fpc").cast(pl.Float64).to_numpy()
-                if np.any(raw <= 0):
-                    raise DesignError(f"fpc column {fpc_cols[s]!r} has values <= 0")
-                pop = n_sampled / raw if np.all(raw <= 1) else raw.copy()
-                _check_constant(pop, stratum, fpc_cols[s])
-                if np.any(pop < n_sampled * (1 - 1e-12)):
-                    raise DesignError(
-                        f"fpc {fpc_cols[s]!r} implies more than 100% sampling in some strata "
-                        f"at {label}"
-                    )
+                pop = _population(data, fpc_cols[s], n_sampled, label)
+                _check_constant(pop, stratum, fpc_cols[s], label)
             else:
                 pop = np.full(n, np.inf)
-            stages.append(Stage(stratum, psu, n_sampled, pop, label, first_of_psu.astype(np.int64)))
+            stages.append(
+                Stage(stratum, psu, n_sampled, pop, label, first_of_psu, parent, first_of_stratum)
+            )
             parent = psu
         self.stages: tuple[Stage, ...] = tuple(stages)
 
@@ -205,12 +223,18 @@ class Design:
             w = 1.0 / _column(data, probs, "probs").cast(pl.Float64).to_numpy()
         elif fpc_cols:
             w = np.ones(n)
-            for st in self.stages:
+            for st, col in zip(self.stages, fpc_cols, strict=True):
+                if np.any(np.isinf(st.pop_size)):
+                    raise DesignError(
+                        f"fpc {col!r} is infinite (sampling with replacement) at {st.label}: "
+                        "give weights or probs"
+                    )
                 w = w * (st.pop_size / st.n_sampled)
         else:
             raise DesignError("give weights, probs or fpc (population counts) to set the weights")
         if np.any(~np.isfinite(w)) or np.any(w < 0):
-            raise DesignError("weights must be finite and non-negative")
+            source = f"weights {weights!r}" if weights else f"probs {probs!r}" if probs else "fpc"
+            raise DesignError(f"the weights from {source} must be finite and non-negative")
         self.weights: FloatArray = w.astype(np.float64)
         self.replicates: Replicates | None = None
 
@@ -233,6 +257,20 @@ class Design:
         new.replicates = replicates
         return new
 
+    def stratum_label(self, stage: int, stratum: int) -> str:
+        """A readable name of stratum code ``stratum`` at stage index ``stage`` (0 = stage 1), for
+        error messages: its strata value and the clusters of the earlier stages it is nested in."""
+        row = int(self.stages[stage].stratum_first[stratum])
+        parts: list[str] = []
+        for s in range(stage):
+            if s < len(self.strata):
+                parts.append(f"{self.strata[s]}={self.data[self.strata[s]][row]!r}")
+            if self.ids:
+                parts.append(f"{self.ids[s]}={self.data[self.ids[s]][row]!r}")
+        if stage < len(self.strata):
+            parts.append(f"{self.strata[stage]}={self.data[self.strata[stage]][row]!r}")
+        return ", ".join(parts) if parts else "(the only stratum)"
+
     @property
     def n(self) -> int:
         """Number of rows (sampled units)."""
@@ -245,11 +283,39 @@ class Design:
         )
 
 
-def _check_constant(pop: FloatArray, stratum: IntArray, name: str) -> None:
+def _population(data: pl.DataFrame, name: str, n_sampled: FloatArray, label: str) -> FloatArray:
+    """Population count of clusters per row from an fpc column of counts or fractions (R's
+    ``as.fpc``): fractions when every value is <= 1 (0 meaning with replacement), else counts."""
+    col = _column(data, name, "fpc")
+    if not col.dtype.is_numeric():
+        raise DesignError(f"fpc column {name!r} is not numeric (type {col.dtype})")
+    raw = col.cast(pl.Float64).to_numpy()
+    if np.any(np.isnan(raw)):
+        raise DesignError(f"fpc column {name!r} has NaN values")
+    if np.any(raw < 0):
+        raise DesignError(f"fpc column {name!r} has negative values")
+    if np.all(raw <= 1):
+        with np.errstate(divide="ignore"):
+            pop: FloatArray = np.where(raw == 0, np.inf, n_sampled / np.where(raw == 0, 1, raw))
+    else:
+        if np.any(raw < 1):
+            raise DesignError(
+                f"fpc column {name!r} mixes population counts (> 1) and sampling fractions (< 1)"
+            )
+        pop = raw.copy()
+    if np.any(pop < n_sampled * (1 - 1e-12)):
+        raise DesignError(f"fpc {name!r} implies more than 100% sampling in some strata at {label}")
+    return pop
+
+
+def _check_constant(pop: FloatArray, stratum: IntArray, name: str, label: str) -> None:
+    """The population count must not vary within a stratum (R warns; we refuse)."""
     k = int(stratum.max()) + 1
     lo = np.full(k, np.inf)
     hi = np.full(k, -np.inf)
     np.minimum.at(lo, stratum, pop)
     np.maximum.at(hi, stratum, pop)
-    if np.any(hi - lo > 1e-9 * np.maximum(1.0, np.abs(hi))):
-        raise DesignError(f"fpc {name!r} must be the same for every row of a stratum")
+    with np.errstate(invalid="ignore"):
+        varies = (hi != lo) & ~(hi - lo <= 1e-9 * np.maximum(1.0, np.abs(hi)))
+    if np.any(varies):
+        raise DesignError(f"fpc {name!r} must be the same for every row of a stratum at {label}")

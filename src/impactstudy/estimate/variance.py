@@ -1,9 +1,11 @@
 """Variance of an estimate: Taylor linearisation (R's ``svyrecvar``) or replicate weights.
 
-Linearisation: the between-PSU variance of the PSU totals of the linearised scores ``z`` within
-each stratum, with its fpc, plus, when the first stage is sampled without replacement and the second
-stage has an fpc, the between-SSU variance within each PSU, scaled by the PSU's first-stage
-sampling fraction. All of it is sums by (stratum, PSU) keys: no per-row Python.
+Linearisation follows R survey's ``multistage``/``onestage``/``onestrat``: at each stage, the
+between-cluster variance of the cluster totals of the linearised scores ``z`` within each stratum,
+with its fpc, and R's lonely-PSU rules; without fpc only the first stage counts (ultimate
+cluster), with fpc the stage-k term is scaled by the product of the sampling fractions of the
+earlier stages. R recurses cluster by cluster; here every stage is a handful of sums by
+(stratum, cluster) keys over all rows at once: no per-row Python.
 
 Replicates: the estimator is re-evaluated under every column of replicate weights at once.
 """
@@ -15,17 +17,18 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from .design import Design, DesignError, Stage
+from .design import Design, DesignError, LonelyPSU, Stage
 
 __all__ = ["Point", "replicate_variance", "svyrecvar", "variance"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 Point = Callable[[FloatArray], FloatArray]
 """An estimator as a function of the weights: an (n x m) weight matrix to the (m x k) estimates."""
 
-_CERTAINTY = 1e-7  # R: a stratum with f < 1e-7 is self-representing and adds no variance
+_CERTAINTY = 1e-7  # R onestrat: a stratum with 1 - n/N < 1e-7 is self-representing, no variance
 
 
 def _group_sum(values: FloatArray, codes: IntArray, n_groups: int) -> FloatArray:
@@ -36,49 +39,95 @@ def _group_sum(values: FloatArray, codes: IntArray, n_groups: int) -> FloatArray
     return out
 
 
-def _stage_variance(z: FloatArray, stage: Stage, scale_rows: FloatArray | None) -> FloatArray:
-    """Between-cluster variance of ``z`` at one stage, summed over its strata (a k-vector)."""
+def _stage_variance(
+    z: FloatArray,
+    design: Design,
+    index: int,
+    present: BoolArray,
+    fraction: FloatArray,
+) -> FloatArray:
+    """The stage's variance term (a k-vector): R's ``onestage`` in every cluster of the previous
+    stage, times ``fraction`` (per row: product of the earlier stages' sampling fractions).
+
+    ``z`` is zero outside ``present`` (n x k: the rows R would keep in the subset for each
+    column); a stratum with no present row is absent from R's sums, and counts in no
+    ``nstrat / nokstrat`` factor.
+    """
+    stage: Stage = design.stages[index]
+    lonely_psu: LonelyPSU = design.lonely_psu
     n_psu = int(stage.psu.max()) + 1
-    totals = _group_sum(z, stage.psu, n_psu)
-    first = stage.psu_first  # one row per PSU, in PSU-code order
-    stratum = stage.stratum[first]
+    n_strata = int(stage.stratum.max()) + 1
+    totals = _group_sum(z, stage.psu, n_psu)  # P x k
+    psu_stratum = stage.stratum[stage.psu_first]
+    first = stage.stratum_first  # one row per stratum
     n_h = stage.n_sampled[first]
+    pop_h = stage.pop_size[first]
     with np.errstate(divide="ignore", invalid="ignore"):
-        f = np.where(np.isinf(stage.pop_size[first]), 1.0, 1.0 - n_h / stage.pop_size[first])
-    n_strata = int(stratum.max()) + 1
-    stratum_mean = _group_sum(totals, stratum, n_strata) / np.bincount(stratum, minlength=n_strata)[
-        :, None
-    ].astype(np.float64)
-    dev = totals - stratum_mean[stratum]
-    lonely = (n_h == 1) & (f >= _CERTAINTY)
-    if np.any(lonely):
+        f = np.where(np.isinf(pop_h), 1.0, (pop_h - n_h) / pop_h)  # R: (fpc - nPSU) / fpc
+    certain = f < _CERTAINTY
+    lonely = (n_h == 1) & ~certain
+    # R pads the stratum with zero totals for the clusters absent from a subset: with full-design
+    # totals (zero for absent clusters) the stratum mean is the sum over n_h.
+    mean_h = _group_sum(totals, psu_stratum, n_strata) / n_h[:, None]
+    dev = totals - mean_h[psu_stratum]
+    if lonely_psu == "adjust":
+        dev = np.where(lonely[psu_stratum][:, None], totals, dev)  # centred at zero, not itself
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(certain, 0.0, np.where(n_h > 1, f * n_h / (n_h - 1), f))
+    contrib = scale[:, None] * _group_sum(dev * dev, psu_stratum, n_strata)  # S x k
+    contrib = contrib * fraction[first][:, None]
+
+    present_h = _group_sum(present.astype(np.float64), stage.stratum, n_strata) > 0  # S x k
+    lonely_present = lonely[:, None] & present_h
+    if lonely_psu == "fail" and np.any(lonely_present):
+        h = int(np.flatnonzero(lonely_present.any(axis=1))[0])
         raise DesignError(
-            f"a stratum has only one PSU at {stage.label} (lonely PSU; lonely_psu='fail')"
+            f"stratum {design.stratum_label(index, h)} has only one PSU at {stage.label} "
+            f"(lonely PSU; lonely_psu='fail'; choose 'remove', 'certainty', 'adjust' or "
+            "'average')"
         )
+    ok = present_h & ~lonely_present if lonely_psu == "average" else present_h
+    parent_h = stage.parent[first]  # the cluster of the previous stage each stratum is in
+    n_groups = int(parent_h.max()) + 1
+    nstrat = _group_sum(present_h.astype(np.float64), parent_h, n_groups)
+    nokstrat = _group_sum(ok.astype(np.float64), parent_h, n_groups)
+    summed = _group_sum(np.where(ok, contrib, 0.0), parent_h, n_groups)
     with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where((n_h > 1) & (f >= _CERTAINTY), f * n_h / (n_h - 1), 0.0)
-    if scale_rows is not None:
-        scale = scale * scale_rows[first]
-    variance: FloatArray = (scale[:, None] * dev * dev).sum(axis=0)
-    return variance
+        # R: sum(na.rm=TRUE) * nstrat / nokstrat; all strata lonely gives 0 * Inf = NaN, as R
+        by_group = np.where(nstrat > 0, summed * nstrat / nokstrat, 0.0)
+    out: FloatArray = by_group.sum(axis=0)
+    return out
 
 
-def svyrecvar(z: FloatArray, design: Design) -> FloatArray:
+def svyrecvar(z: FloatArray, design: Design, *, present: BoolArray | None = None) -> FloatArray:
     """Variance of the totals of the linearised scores ``z`` (n x k): a k-vector (R's svyrecvar).
 
     The scores are first residualised by the design (calibration-aware variance, as R).
+    ``present`` (n or n x k, default all rows) marks the rows R would keep in the subset design
+    behind each column (the domain, and rows not missing): it matters only to
+    ``lonely_psu="average"``, whose ``nstrat / nokstrat`` counts the strata present in the subset,
+    and to ``"fail"``, which ignores lonely strata absent from it. Rows outside it count as zero.
     """
     if z.ndim == 1:
         z = z[:, None]
     z = design.residualise(z)
-    first = design.stages[0]
-    variance = _stage_variance(z, first, None)
-    if len(design.stages) > 1 and not first.with_replacement:
-        second = design.stages[1]
-        if not second.with_replacement:
-            # the second stage counts with weight n/N of the first stage (R: multistage())
-            variance = variance + _stage_variance(z, second, first.n_sampled / first.pop_size)
-    return variance
+    if present is None:
+        mask = np.ones(z.shape, dtype=np.bool_)
+    else:
+        if present.shape[0] != z.shape[0]:
+            raise DesignError(f"present has {present.shape[0]} rows, the scores {z.shape[0]}")
+        mask = np.broadcast_to(present.reshape(z.shape[0], -1), z.shape)
+        z = np.where(mask, z, 0.0)
+    # without fpc R stops at the first stage (ultimate cluster); with it, R recurses into every
+    # stage, each term scaled by n/N of the earlier stages (0 after a with-replacement stage).
+    n_used = len(design.stages) if design.fpc else 1
+    fraction = np.ones(z.shape[0])
+    total = np.zeros(z.shape[1])
+    for index in range(n_used):
+        total = total + _stage_variance(z, design, index, mask, fraction)
+        stage = design.stages[index]
+        fraction = fraction * (stage.n_sampled / stage.pop_size)
+    return total
 
 
 def replicate_variance(design: Design, point: Point, estimate: FloatArray) -> FloatArray:
