@@ -700,7 +700,12 @@ def calibrate(
             raise WeightingError(
                 f"{calfun} calibration did not converge after {fit.iterations} iterations: "
                 f"margin {names[worst]!r} is furthest from its population total (relative misfit "
-                f"{fit.misfit[worst]:.3g}); bounds {bounds} may be impossible to meet"
+                f"{fit.misfit[worst]:.3g})"
+                + (
+                    f"; the bounds {bounds} on the g-weights may be impossible to meet"
+                    if np.isfinite(lo) or np.isfinite(hi)
+                    else ""
+                )
             )
         return w_in * fit.g, fit.iterations
 
