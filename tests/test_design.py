@@ -408,3 +408,18 @@ def test_scaling_weights_scales_totals_only(
             continue
         assert b["estimate"] == pytest.approx(a["estimate"] * k, rel=1e-9, abs=1e-9 * k)
         assert b["se"] == pytest.approx(a["se"] * k, rel=1e-9, abs=1e-9 * k)
+
+
+def test_present_per_column_equals_one_call_per_domain() -> None:
+    """``present`` as an n x k mask (one domain per column) gives each domain's own variance."""
+    design = DESIGNS["apicut_nofpc"]("average")
+    labels = design.data["awards"].to_numpy()
+    y = design.data["api00"].cast(pl.Float64).to_numpy()
+    masks = np.column_stack([labels == "No", labels == "Yes"])
+    z = y[:, None] * design.weights[:, None] * masks
+    together = svyrecvar(z, design, present=masks)
+    apart = [svyrecvar(z[:, j], design, present=masks[:, j])[0] for j in range(2)]
+    np.testing.assert_allclose(together, apart, rtol=1e-14)
+    assert together[1] < svyrecvar(z[:, 1], design)[0]  # "Yes" misses the lonely stratum H
+    with pytest.raises(DesignError, match="present has 3 rows"):
+        svyrecvar(z, design, present=np.ones(3, dtype=bool))

@@ -107,17 +107,20 @@ def svyrecvar(z: FloatArray, design: Design, *, present: BoolArray | None = None
     behind each column (the domain, and rows not missing): it matters only to
     ``lonely_psu="average"``, whose ``nstrat / nokstrat`` counts the strata present in the subset,
     and to ``"fail"``, which ignores lonely strata absent from it. Rows outside it count as zero.
+    A calibrated design (one that residualises) keeps every row in a subset, as R's
+    ``[.survey.design2`` does (it zeroes the weights instead), so ``present`` is ignored there.
     """
     if z.ndim == 1:
         z = z[:, None]
-    z = design.residualise(z)
-    if present is None:
+    calibrated = type(design).residualise is not Design.residualise
+    if present is None or calibrated:
         mask = np.ones(z.shape, dtype=np.bool_)
     else:
         if present.shape[0] != z.shape[0]:
             raise DesignError(f"present has {present.shape[0]} rows, the scores {z.shape[0]}")
         mask = np.broadcast_to(present.reshape(z.shape[0], -1), z.shape)
         z = np.where(mask, z, 0.0)
+    z = design.residualise(z)
     # without fpc R stops at the first stage (ultimate cluster); with it, R recurses into every
     # stage, each term scaled by n/N of the earlier stages (0 after a with-replacement stage).
     n_used = len(design.stages) if design.fpc else 1
