@@ -106,6 +106,7 @@ CASES: dict[str, Callable[[], CalibratedDesign]] = {
     "greg_trim_strict": lambda: trim(greg(), upper=50, lower=25, strict=True),
     "nonresponse": nonresponse,
     "nonresponse_chain": full_chain,
+    "nonresponse_poststrat": lambda: post_stratify(nonresponse(), "stype", STYPE),
 }
 
 

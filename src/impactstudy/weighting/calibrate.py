@@ -166,8 +166,12 @@ def _codes(
 
 
 def _ps_residual(codes: IntArray, new_w: FloatArray, old_w: FloatArray, k: int) -> Residual:
-    """R svyrecvar's post-stratification residual: x - psw * (sum(x oldw/psw) / sum(oldw))."""
-    psw = np.where((new_w == 0) & (old_w == 0), 1.0, new_w)
+    """R svyrecvar's post-stratification residual: x - psw * (sum(x oldw/psw) / sum(oldw)).
+
+    Rows with zero weight (nonrespondents kept as rows, units outside a subset) are outside the
+    sample: they take no part and keep their score, which gives R's SE for the design without them
+    (and for R's ``subset``)."""
+    psw = np.where(new_w == 0, 1.0, new_w)
     denom = np.bincount(codes, weights=old_w, minlength=k)
 
     def residual(x: FloatArray) -> FloatArray:
@@ -176,7 +180,7 @@ def _ps_residual(codes: IntArray, new_w: FloatArray, old_w: FloatArray, k: int) 
         for j in range(x.shape[1]):
             with np.errstate(divide="ignore", invalid="ignore"):
                 means = np.bincount(codes, weights=ratio[:, j], minlength=k) / denom
-            out[:, j] = x[:, j] - np.nan_to_num(means)[codes] * psw
+            out[:, j] = x[:, j] - np.nan_to_num(means)[codes] * new_w
         return out
 
     return residual

@@ -24,6 +24,7 @@ from .calibrate import (
     WeightingError,
     _g_range,
     _key,
+    _ps_residual,
 )
 
 __all__ = ["nonresponse_adjust"]
@@ -93,18 +94,7 @@ def nonresponse_adjust(
     k = len(label_list)
     w0 = design.weights
     new, sampled = _adjust(w0, r, codes, label_list, name)
-    old = w0 * r
-    psw = np.where(new > 0, new, 1.0)
-    denom = np.bincount(codes, weights=old, minlength=k)
-
-    def residual(x: FloatArray) -> FloatArray:
-        ratio = x * (old / psw)[:, None]
-        out = np.empty_like(x)
-        for j in range(x.shape[1]):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                means = np.bincount(codes, weights=ratio[:, j], minlength=k) / denom
-            out[:, j] = x[:, j] - np.nan_to_num(means)[codes] * new
-        return out
+    residual = _ps_residual(codes, new, w0 * r, k)
 
     error = float(np.max(np.abs(np.bincount(codes, weights=new, minlength=k) - sampled)))
     diagnostics = Diagnostics(1, True, error, _g_range(new, w0, r > 0))
