@@ -268,7 +268,8 @@ def rake(
     at most ``max_iter`` sweeps. R's defaults (``maxit=10, epsilon=1``) stop after a few sweeps
     with margins still off by a fraction of a unit; the defaults here iterate to convergence.
     Not converging is a `WeightingError` naming the margin furthest from its targets (R only
-    warns). Margins whose counts sum to different totals are an error.
+    warns). Margins whose counts sum to different totals are an error. Rows with zero weight stay
+    zero and are left out of the variance residuals (R's SE for the design without them).
     """
     items = list(margins.items()) if isinstance(margins, Mapping) else list(margins)
     if not items:
