@@ -315,18 +315,20 @@ def replicate(
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         factors, scale, rscales = _bootstrap(design, replicates, rng, sub=type == "subbootstrap")
 
+    # replicate x row (each replicate's column contiguous), returned transposed as rows x replicates
+    base = design.base_weights if isinstance(design, CalibratedDesign) else design.weights
+    by_replicate = np.take(np.ascontiguousarray(factors.T), design.stages[0].psu, axis=1)
+    by_replicate *= base[None, :]
     if isinstance(design, CalibratedDesign):
-        weights = factors[design.stages[0].psu, :] * design.base_weights[:, None]
         for step in design.steps:
-            for r in range(weights.shape[1]):  # each replicate column, vectorised over rows
+            for r in range(by_replicate.shape[0]):  # each replicate, vectorised over rows
                 try:
-                    weights[:, r] = step.reweight(weights[:, r])
+                    by_replicate[r] = step.reweight(by_replicate[r])
                 except WeightingError as err:
                     raise WeightingError(f"replicate {r + 1}, {step.name}: {err}") from err
-        if not np.all(np.isfinite(weights)):
+        if not np.all(np.isfinite(by_replicate)):
             raise WeightingError("re-weighting gave replicate weights that are not finite")
-    else:
-        weights = factors[design.stages[0].psu, :] * design.weights[:, None]
+    weights: FloatArray = by_replicate.T
     return design.with_replicates(Replicates(weights, scale, rscales, mse=mse, type=type))
 
 
@@ -340,11 +342,16 @@ def _rank(x: FloatArray, tol: float) -> int:
     pivoting, whose column norms are downdated as it goes; a column whose remaining norm falls
     below ``tol`` times its original norm is moved to the end and not counted.
 
-    Followed step by step (one step per column, each vectorised over rows and columns) because
-    near the tolerance the rank depends on those downdated norms: a Gram-matrix or SVD rank
-    differs from R's on calibrated replicate weights. O(n R^2), as R's own.
+    Followed step by step (one step per column, vectorised over rows and columns) because near
+    the tolerance the rank depends on those downdated norms: a Gram-matrix or SVD rank differs
+    from R's on calibrated replicate weights. Every quantity dqrdc2 tests (norms, and the
+    entries of the triangular factor) is invariant under an orthogonal transformation of the
+    rows, so with more rows than columns it runs on the R x R triangular factor of one LAPACK QR
+    of ``x`` instead of on ``x`` (seconds rather than minutes for 200,000 x 400).
     """
-    a = np.array(x, dtype=np.float64, copy=True)
+    n_rows, n_cols = x.shape
+    a = np.linalg.qr(x, mode="r") if n_rows > n_cols else np.array(x, dtype=np.float64)
+    a = np.array(a, dtype=np.float64, copy=True)
     n, p = a.shape
     qraux = np.sqrt((a * a).sum(axis=0))
     original = np.where(qraux == 0, 1.0, qraux)
