@@ -66,6 +66,14 @@ def strat() -> Design:
     return Design(apistrat(), strata="stype", weights="pw", fpc="fpc")
 
 
+def strat_certain() -> Design:
+    """apistrat with stratum H sampled exhaustively (fpc = n): R drops its replicates."""
+    data = apistrat().with_columns(
+        fpc=pl.when(pl.col("stype") == "H").then(pl.lit(50.0)).otherwise(pl.col("fpc"))
+    )
+    return Design(data, strata="stype", weights="pw", fpc="fpc")
+
+
 def brr_design(last_stratum: str = "s40") -> Design:
     return Design(brr_data(last_stratum), ids="psu", strata="stratum", weights="w")
 
@@ -78,6 +86,7 @@ CASES: dict[str, Callable[[], Design]] = {
     "clus2_jk1": lambda: replicate(clus2(), "JK1"),
     "strat_jkn": lambda: replicate(strat(), "JKn"),
     "strat_jkn_mse": lambda: replicate(strat(), "JKn", mse=True),
+    "strat_jkn_certain": lambda: replicate(strat_certain(), "JKn"),
     "brr40": lambda: replicate(brr_design(), "BRR"),
     "brr40_mse": lambda: replicate(brr_design(), "BRR", mse=True),
     "brr30": lambda: replicate(brr_design("s30"), "BRR"),
@@ -152,7 +161,7 @@ ROWS = reference_rows()
 
 def test_every_case_has_reference_rows() -> None:
     assert {r["case"] for r in ROWS} == set(CASES)
-    assert len(ROWS) == 244
+    assert len(ROWS) == 256
 
 
 @pytest.mark.parametrize(
