@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from impactstudy.estimate import Design, by, mean, ratio, total
+from impactstudy.estimate import Design, LonelyPSU, by, mean, ratio, total
 from impactstudy.weighting import (
     CalibratedDesign,
     WeightingError,
@@ -74,6 +74,16 @@ def strat_certain() -> Design:
     return Design(data, strata="stype", weights="pw", fpc="fpc")
 
 
+def strat_lonely(rule: LonelyPSU) -> Design:
+    """apistrat with its first school alone in stratum X (a lonely PSU)."""
+    data = apistrat().with_columns(
+        stype2=pl.when(pl.col("snum") == apistrat()["snum"][0])
+        .then(pl.lit("X"))
+        .otherwise(pl.col("stype"))
+    )
+    return Design(data, strata="stype2", weights="pw", fpc="fpc", lonely_psu=rule)
+
+
 def brr_design(last_stratum: str = "s40") -> Design:
     return Design(brr_data(last_stratum), ids="psu", strata="stratum", weights="w")
 
@@ -87,6 +97,10 @@ CASES: dict[str, Callable[[], Design]] = {
     "strat_jkn": lambda: replicate(strat(), "JKn"),
     "strat_jkn_mse": lambda: replicate(strat(), "JKn", mse=True),
     "strat_jkn_certain": lambda: replicate(strat_certain(), "JKn"),
+    "strat_jkn_lonely_adjust": lambda: replicate(strat_lonely("adjust"), "JKn"),
+    "strat_jkn_lonely_average": lambda: replicate(strat_lonely("average"), "JKn"),
+    "strat_jkn_lonely_remove": lambda: replicate(strat_lonely("remove"), "JKn"),
+    "strat_jkn_lonely_certainty": lambda: replicate(strat_lonely("certainty"), "JKn"),
     "brr40": lambda: replicate(brr_design(), "BRR"),
     "brr40_mse": lambda: replicate(brr_design(), "BRR", mse=True),
     "brr30": lambda: replicate(brr_design("s30"), "BRR"),
@@ -161,7 +175,7 @@ ROWS = reference_rows()
 
 def test_every_case_has_reference_rows() -> None:
     assert {r["case"] for r in ROWS} == set(CASES)
-    assert len(ROWS) == 256
+    assert len(ROWS) == 256 + 4 * 12
 
 
 @pytest.mark.parametrize(

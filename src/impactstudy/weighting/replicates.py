@@ -187,22 +187,38 @@ def _jackknife(design: Design, stratified: bool) -> tuple[FloatArray, float, Flo
         factors = np.full((n_psu, n_psu), n_psu / (n_psu - 1))
         factors[order, np.arange(n_psu)] = 0.0
         return factors, float(fpc[0] * (n_psu - 1) / n_psu), np.ones(n_psu)
-    # JKn: one replicate per PSU of each stratum not sampled exhaustively (R drops the others)
+    # JKn: one replicate per PSU of each stratum not sampled exhaustively (R drops the others);
+    # a stratum with one PSU follows the design's lonely_psu rule as R's jknweights does
+    rule = getattr(design, "lonely_psu", "fail")
     keep = order[fpc[order] != 0]
-    lonely = keep[n_h[keep] == 1]
-    if lonely.size:
-        names = sorted({labels[int(psu_stratum[p])] for p in lonely})
-        raise WeightingError(f"JKn: strata {names} have only one PSU (lonely PSU)")
+    lonely = n_h[keep] == 1
+    if lonely.any() and rule == "fail":
+        names = sorted({labels[int(psu_stratum[p])] for p in keep[lonely]})
+        raise WeightingError(
+            f"JKn: strata {names} have only one PSU (lonely PSU; lonely_psu='fail')"
+        )
+    if rule != "adjust":  # "remove", "certainty", "average": the lonely stratum has no replicate
+        keep, lonely = keep[~lonely], lonely[~lonely]
     if keep.size == 0:
         raise WeightingError("JKn: every stratum is sampled exhaustively (fpc): no variance")
-    n_rep = keep.size
-    cols = np.arange(n_rep)
+    n_strata = len(labels)
+    if lonely.any() and n_strata < 2:
+        raise WeightingError("JKn: lonely_psu='adjust' needs more than one stratum")
+    cols = np.arange(keep.size)
     same = psu_stratum[:, None] == psu_stratum[keep][None, :]  # PSU in the replicate's stratum
     nk = n_h[keep].astype(np.float64)
-    factors = np.where(same, (nk / (nk - 1))[None, :], 1.0)
+    with np.errstate(divide="ignore"):
+        inside = np.where(lonely, 0.0, nk / (nk - 1))
+        # "adjust": the lonely PSU's replicate drops it and scales every other PSU by H / (H - 1)
+        outside = np.where(lonely, n_strata / max(n_strata - 1, 1), 1.0)
+    factors = np.where(same, inside[None, :], outside[None, :])
     factors[keep, cols] = 0.0
-    rscales: FloatArray = fpc[keep] * (nk - 1) / nk
-    return factors, 1.0, rscales
+    rscales: FloatArray = np.where(
+        lonely, (n_strata - 1) / n_strata, fpc[keep] * (nk - 1) / np.where(lonely, 1.0, nk)
+    )
+    # R: "average" scales up by all PSUs over the replicates kept (certainty strata included)
+    scale = n_psu / keep.size if rule == "average" and keep.size < n_psu else 1.0
+    return factors, scale, rscales
 
 
 def _brr(design: Design, rho: float) -> tuple[FloatArray, float, FloatArray]:
