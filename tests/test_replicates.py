@@ -23,7 +23,12 @@ from impactstudy.weighting import (
     post_stratify,
     rake,
 )
-from impactstudy.weighting.replicates import hadamard, replicate, replicate_df
+from impactstudy.weighting.replicates import (
+    hadamard,
+    replicate,
+    replicate_df,
+    reweight_replicates,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 API = FIXTURES / "api"
@@ -409,6 +414,19 @@ def test_reweighting_changes_the_se() -> None:
     plain = mean(replicate(clus1(), "JK1"), "api00")["se"][0]
     assert adjusted == pytest.approx(ours("clus1_jk1_ps", "mean")[""][1], rel=1e-12)
     assert abs(adjusted - plain) > 0.01 * plain
+
+
+def test_reweighting_existing_replicates_equals_replicating_the_weighted_design() -> None:
+    """R's order (replicate, then weight), via `reweight_replicates`, gives our order's weights."""
+    cal = rake(post_stratify(clus1(), "stype", STYPE), {"stype": STYPE, "sch.wide": SCH_WIDE})
+    rep = replicate(clus1(), "JK1").replicates
+    assert rep is not None
+    for step in cal.steps:
+        rep = reweight_replicates(rep, step)
+    ours_first = replicate(cal, "JK1").replicates
+    assert ours_first is not None
+    np.testing.assert_allclose(rep.weights, ours_first.weights, rtol=1e-12)
+    assert rep.scale == ours_first.scale
 
 
 def test_point_estimates_use_the_calibrated_weights() -> None:

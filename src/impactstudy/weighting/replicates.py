@@ -21,7 +21,9 @@ calibrating then replicating gives the same numbers as R's replicating then cali
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -30,9 +32,16 @@ import polars as pl
 
 from impactstudy.estimate import Design, Replicates
 
-from .calibrate import CalibratedDesign, WeightingError
+from .calibrate import CalibratedDesign, Step, WeightingError
 
-__all__ = ["ReplicateType", "hadamard", "jk1", "replicate", "replicate_df"]
+__all__ = [
+    "ReplicateType",
+    "hadamard",
+    "jk1",
+    "replicate",
+    "replicate_df",
+    "reweight_replicates",
+]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -337,15 +346,32 @@ def replicate(
     by_replicate *= base[None, :]
     if isinstance(design, CalibratedDesign):
         for step in design.steps:
-            for r in range(by_replicate.shape[0]):  # each replicate, vectorised over rows
-                try:
-                    by_replicate[r] = step.reweight(by_replicate[r])
-                except WeightingError as err:
-                    raise WeightingError(f"replicate {r + 1}, {step.name}: {err}") from err
-        if not np.all(np.isfinite(by_replicate)):
-            raise WeightingError("re-weighting gave replicate weights that are not finite")
+            _reweight_rows(by_replicate, step.name, step.reweight)
     weights: FloatArray = by_replicate.T
     return design.with_replicates(Replicates(weights, scale, rscales, mse=mse, type=type))
+
+
+def _reweight_rows(
+    by_replicate: FloatArray, name: str, reweight: Callable[[FloatArray], FloatArray]
+) -> None:
+    """Replay one weighting step on every replicate (rows of ``by_replicate``), in place."""
+    for r in range(by_replicate.shape[0]):  # each replicate, vectorised over the sample's rows
+        try:
+            by_replicate[r] = reweight(by_replicate[r])
+        except WeightingError as err:
+            raise WeightingError(f"replicate {r + 1}, {name}: {err}") from err
+    if not np.all(np.isfinite(by_replicate)):
+        raise WeightingError(f"{name} gave replicate weights that are not finite")
+
+
+def reweight_replicates(replicates: Replicates, step: Step) -> Replicates:
+    """``replicates`` with every replicate column re-weighted by ``step`` (its ``reweight``): what
+    R's ``postStratify``/``rake``/``calibrate`` do to a replicate design. For weighting a design
+    that already carries replicates (`CalibratedDesign.derive`), so that weighting after
+    `replicate` gives the same replicate weights as `replicate` after weighting."""
+    by_replicate = np.ascontiguousarray(replicates.weights.T)
+    _reweight_rows(by_replicate, step.name, step.reweight)
+    return dataclasses.replace(replicates, weights=by_replicate.T)
 
 
 def jk1(design: Design) -> Design:
