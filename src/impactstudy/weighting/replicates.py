@@ -5,7 +5,8 @@ A replicate design is the same `Design` carrying `Replicates`; every estimator o
 
 - ``JK1`` / ``JKn``: delete-one-PSU jackknife (R's ``jk1weights`` / ``jknweights``), with the
   first-stage fpc as R applies it, replicates of exhaustively sampled strata dropped (R's default
-  ``survey.drop.replicates``).
+  ``survey.drop.replicates``) and a one-PSU stratum handled by the design's ``lonely_psu`` rule
+  (R's ``survey.lonely.psu``: fail, adjust, average, remove, certainty).
 - ``BRR`` / ``Fay``: balanced half samples from R's choice of Hadamard matrix (``brrweights``,
   ``hadamard``, ``paley``); every stratum must have exactly 2 PSUs; the fpc is dropped, as R does.
 - ``bootstrap``: R's ``bootweights`` (each stratum's n_h PSUs resampled with replacement, or without
