@@ -343,3 +343,125 @@ def test_deff_by_hand_on_the_cluster_sample() -> None:
     s2h = float(np.sum(wh * (yh - yh_bar) ** 2) / np.sum(wh)) * h.sum() / (h.sum() - 1)
     assert dom["deff"] == pytest.approx(dom["se"] ** 2 / (s2h / h.sum()), rel=1e-12)
     assert ratio(design, "api.stu", "enroll")["deff"][0] is None
+
+
+# Proportion intervals, domain df and crossed domains against R (tests/fixtures/r/est_*.R).
+
+R_FIXTURES = Path(__file__).parent / "fixtures" / "r"
+
+
+def r_rows(name: str) -> list[dict[str, str]]:
+    with (R_FIXTURES / f"est_{name}.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+PROPORTION_CI = r_rows("proportion_ci")
+LEVEL = re.compile(r"level=([\d.]+)\)$")
+
+
+def test_proportion_ci_fixture_covers_both_designs() -> None:
+    assert len(PROPORTION_CI) == 28
+    assert {r["case"] for r in PROPORTION_CI} == {"clus1", "strat"}
+
+
+@pytest.mark.parametrize(
+    "row",
+    [r for r in PROPORTION_CI if "svyciprop" in r["statistic"]],
+    ids=lambda r: f"{r['case']}:{r['statistic']}:{r['domain']}",
+)
+def test_logit_interval_matches_svyciprop(row: dict[str, str]) -> None:
+    """R's svyciprop(method="logit"): t quantile on the (domain) design df, logit scale."""
+    design = DESIGNS[row["case"]]()
+    m = LEVEL.search(row["statistic"])
+    assert m is not None
+    level = float(m[1])
+    if row["domain"]:
+        result = by(design, "sch.wide", "stype", ci="logit", level=level).filter(
+            pl.col("domain") == row["domain"]
+        )
+    else:
+        result = mean(design, "sch.wide", ci="logit", level=level)
+    got = result.filter(pl.col("level") == "Yes").row(0, named=True)
+    assert got["ci_method"] == "logit"
+    assert got["method"] == "taylor"
+    assert got["df"] == int(row["df"])
+    for ours, theirs in [("estimate", "estimate"), ("se", "se"), ("ci_low", "ci_low")]:
+        assert got[ours] == pytest.approx(float(row[theirs]), rel=REL)
+    assert got["ci_high"] == pytest.approx(float(row["ci_high"]), rel=REL)
+    # n_eff is R's svyciprop n.eff = p(1-p)/var
+    p = got["estimate"]
+    assert got["n_eff"] == pytest.approx(p * (1 - p) / got["se"] ** 2, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [r for r in PROPORTION_CI if "stype+awards" in r["statistic"]],
+    ids=lambda r: f"{r['case']}:{r['domain']}",
+)
+def test_crossed_domains_match_svyby(row: dict[str, str]) -> None:
+    """by=["stype", "awards"] is R's svyby(~api00, ~stype+awards); labels "stype=E, awards=No"."""
+    result = by(DESIGNS[row["case"]](), "api00", ["stype", "awards"])
+    assert result.height == 6
+    got = result.filter(pl.col("domain") == row["domain"]).row(0, named=True)
+    assert got["estimate"] == pytest.approx(float(row["estimate"]), rel=REL)
+    assert got["se"] == pytest.approx(float(row["se"]), rel=REL)
+    assert got["df"] == int(row["df"])
+
+
+def test_crossed_domains_are_ordered_by_the_first_column() -> None:
+    result = by(DESIGNS["strat"](), "api00", ["stype", "awards"])
+    assert result["domain"].to_list() == [
+        f"stype={s}, awards={a}" for s in ("E", "H", "M") for a in ("No", "Yes")
+    ]
+
+
+def test_wilson_interval_by_hand() -> None:
+    """Wilson score interval with n replaced by n_eff = p(1-p)/var, z = qnorm(0.975)."""
+    got = mean(DESIGNS["clus1"](), "sch.wide", ci="wilson").row(1, named=True)
+    p, se = 0.87431693989071, 0.0203594772446274  # R svymean (fixture row 1)
+    assert got["estimate"] == pytest.approx(p, rel=REL)
+    m = p * (1 - p) / se**2
+    z = 1.959963984540054
+    centre = (p + z * z / (2 * m)) / (1 + z * z / m)
+    half = z / (1 + z * z / m) * np.sqrt(p * (1 - p) / m + z * z / (4 * m * m))
+    assert got["n_eff"] == pytest.approx(m, rel=1e-9)
+    assert got["ci_low"] == pytest.approx(centre - half, rel=1e-9)
+    assert got["ci_high"] == pytest.approx(centre + half, rel=1e-9)
+    assert got["ci_method"] == "wilson"
+
+
+def test_proportion_intervals_at_the_boundary() -> None:
+    """p = 0: logit is undefined (R: NaN, here null); Wilson uses n (the rows used) for n_eff."""
+    data = api("apistrat").with_columns(none=pl.lit(0.0))
+    design = Design(data, strata="stype", weights="pw", fpc="fpc")
+    logit = mean(design, "none", ci="logit").row(0, named=True)
+    assert logit["estimate"] == 0.0
+    assert logit["ci_low"] is None and logit["ci_high"] is None
+    assert logit["n_eff"] is None
+    wilson = mean(design, "none", ci="wilson").row(0, named=True)
+    n = data.height
+    z2 = 1.959963984540054**2
+    assert wilson["ci_low"] == 0.0
+    assert wilson["ci_high"] == pytest.approx(z2 / (n + z2), rel=1e-12)
+
+
+def test_logit_needs_a_proportion() -> None:
+    with pytest.raises(DesignError, match="'api00' is neither categorical nor 0/1"):
+        mean(DESIGNS["clus1"](), "api00", ci="logit")
+    with pytest.raises(DesignError, match="needs statistic='mean'"):
+        by(DESIGNS["clus1"](), "sch.wide", "stype", statistic="total", ci="logit")
+
+
+def test_level_sets_the_wald_interval() -> None:
+    got = mean(DESIGNS["clus1"](), "api00", level=0.9).row(0, named=True)
+    z90 = 1.6448536269514722  # qnorm(0.95)
+    assert got["ci_high"] - got["estimate"] == pytest.approx(z90 * got["se"], rel=1e-12)
+    assert got["n_eff"] == pytest.approx(got["n"] / got["deff"], rel=1e-12)
+
+
+def test_replicate_designs_say_so() -> None:
+    from impactstudy.weighting import jk1
+
+    result = by(jk1(DESIGNS["clus1"]()), "api00", "stype")
+    assert set(result["method"]) == {"replicate:JK1"}
+    assert set(result["df"]) == {14}

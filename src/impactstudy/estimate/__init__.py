@@ -7,12 +7,23 @@ Woodruff intervals (`quantile`). See docs/api.md.
 
 from .design import Design, DesignError, LonelyPSU, Replicates, Stage
 from .quantile import degf, quantile, t_quantile
-from .taylor import RESULT_SCHEMA, Z_95, by, mean, ratio, total
+from .taylor import (
+    RESULT_SCHEMA,
+    Z_95,
+    CIMethod,
+    by,
+    design_df,
+    mean,
+    norm_quantile,
+    ratio,
+    total,
+)
 from .variance import replicate_variance, svyrecvar, variance
 
 __all__ = [
     "RESULT_SCHEMA",
     "Z_95",
+    "CIMethod",
     "Design",
     "DesignError",
     "LonelyPSU",
@@ -20,7 +31,9 @@ __all__ = [
     "Stage",
     "by",
     "degf",
+    "design_df",
     "mean",
+    "norm_quantile",
     "quantile",
     "ratio",
     "replicate_variance",

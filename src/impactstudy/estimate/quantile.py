@@ -10,7 +10,6 @@ the interval's width over ``2 t``; the result carries that SE and the Woodruff i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,8 +17,8 @@ import numpy.typing as npt
 import polars as pl
 
 from .design import Design, DesignError
-from .taylor import RESULT_SCHEMA, _response
-from .variance import svyrecvar
+from .taylor import RESULT_SCHEMA, _method, _response, design_df, t_quantile
+from .variance import variance
 
 __all__ = ["degf", "quantile", "t_quantile"]
 
@@ -27,49 +26,9 @@ FloatArray = npt.NDArray[np.float64]
 
 
 def degf(design: Design) -> int:
-    """Design degrees of freedom (R's ``degf``): stage-1 PSUs minus stage-1 strata."""
-    first = design.stages[0]
-    return int(first.psu.max()) + 1 - (int(first.stratum.max()) + 1)
-
-
-def _t_abs_cdf(t: float, df: int) -> float:
-    """P(|T| < t) for Student's T with integer ``df`` (Abramowitz & Stegun 26.7.3-4)."""
-    theta = math.atan(t / math.sqrt(df))
-    s, c = math.sin(theta), math.cos(theta)
-    c2 = c * c
-    if df % 2 == 0:
-        k = np.arange(1, (df - 2) // 2 + 1, dtype=np.float64)
-        coef = np.cumprod((2 * k - 1) / (2 * k) * c2)
-        return s * (1.0 + float(coef.sum()))
-    if df == 1:
-        return 2.0 * theta / math.pi
-    k = np.arange(1, (df - 3) // 2 + 1, dtype=np.float64)
-    coef = np.cumprod((2 * k) / (2 * k + 1) * c2)
-    return 2.0 / math.pi * (theta + s * c * (1.0 + float(coef.sum())))
-
-
-def t_quantile(p: float, df: int) -> float:
-    """Quantile of Student's t with a positive integer ``df`` (R's ``qt(p, df)``), by bisection."""
-    if df < 1:
-        raise DesignError(f"the design has {df} degrees of freedom; a t quantile needs at least 1")
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"p must be in (0, 1), got {p}")
-    if p == 0.5:
-        return 0.0
-    target = abs(2.0 * p - 1.0)
-    lo, hi = 0.0, 1.0
-    while _t_abs_cdf(hi, df) < target:
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
-            break
-        if _t_abs_cdf(mid, df) < target:
-            lo = mid
-        else:
-            hi = mid
-    t = 0.5 * (lo + hi)
-    return t if p > 0.5 else -t
+    """Design degrees of freedom (R's ``degf``): stage-1 PSUs minus stage-1 strata, counting those
+    holding a row with a non-zero weight (replicate designs: replicates minus one)."""
+    return int(design_df(design)[0])
 
 
 def _qrule_math(values: FloatArray, cumw: FloatArray, p: FloatArray) -> FloatArray:
@@ -112,8 +71,17 @@ def quantile(
     below = (x[:, None] <= qhat[None, :]).astype(np.float64)
     share = (w @ below) / weight_total
     z = (below - share[None, :]) * (w / weight_total)[:, None]
-    se_share = np.sqrt(np.maximum(svyrecvar(z, design), 0.0))
-    crit = t_quantile(1.0 - alpha / 2.0, degf(design))
+    keep = used.astype(np.float64)[:, None]
+
+    def point(weights: FloatArray) -> FloatArray:
+        wk = weights * keep
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out: FloatArray = (wk.T @ below) / wk.sum(axis=0)[:, None]
+        return out
+
+    se_share = np.sqrt(np.maximum(variance(design, z, point, share), 0.0))
+    df = degf(design)
+    crit = t_quantile(1.0 - alpha / 2.0, df)
     low = _qrule_math(distinct, cumw, np.maximum(share - crit * se_share, 0.0))
     high = _qrule_math(distinct, cumw, np.minimum(share + crit * se_share, 1.0))
     n_used = int(np.count_nonzero(used))
@@ -128,6 +96,10 @@ def quantile(
             "ci_low": low,
             "ci_high": high,
             "deff": [None] * len(ps),
+            "n_eff": [None] * len(ps),
+            "df": [df] * len(ps),
+            "method": [_method(design)] * len(ps),
+            "ci_method": ["woodruff"] * len(ps),
         },
         schema=RESULT_SCHEMA,
     )
