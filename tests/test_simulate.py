@@ -15,20 +15,21 @@ import pytest
 
 from impactstudy.forms import validate_submission
 from impactstudy.quality import screen
-from impactstudy.simulate import Population, Simulation, build_population, run_fieldwork, simulate
-from impactstudy.study import Study, bundled_study, load
+from impactstudy.simulate import Population, Simulation, build_population, run_fieldwork
+from impactstudy.study import Study
 
 SEED = 20181001
 
 
 @pytest.fixture(scope="module")
-def study() -> Study:
-    return load(bundled_study())
+def study(wechat_study: Study) -> Study:
+    return wechat_study
 
 
 @pytest.fixture(scope="module")
-def sim(study: Study) -> Simulation:
-    return simulate(study, SEED)
+def sim(wechat_simulation: Simulation) -> Simulation:
+    assert wechat_simulation.seed == SEED
+    return wechat_simulation
 
 
 @pytest.fixture(scope="module")

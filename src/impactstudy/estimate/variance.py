@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from .design import Design, DesignError, LonelyPSU, Stage
 
-__all__ = ["Point", "replicate_variance", "svyrecvar", "variance"]
+__all__ = ["Point", "group_sums", "replicate_variance", "svyreccov", "svyrecvar", "variance"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -31,12 +31,25 @@ Point = Callable[[FloatArray], FloatArray]
 _CERTAINTY = 1e-7  # R onestrat: a stratum with 1 - n/N < 1e-7 is self-representing, no variance
 
 
-def _group_sum(values: FloatArray, codes: IntArray, n_groups: int) -> FloatArray:
-    """Column sums of ``values`` (n x k) by integer ``codes``: an (n_groups x k) array."""
-    out = np.empty((n_groups, values.shape[1]), dtype=np.float64)
-    for j in range(values.shape[1]):
+def group_sums(values: FloatArray, codes: IntArray, n_groups: int) -> FloatArray:
+    """Column sums of ``values`` (n x k) by integer ``codes``: an (n_groups x k) array.
+
+    One ``bincount`` over (code, column) pairs when n x k is moderate (many columns: domains x
+    indicators), else one per column (many rows: no n x k index array)."""
+    n, k = values.shape
+    if k > 1 and n * k <= _FLAT_LIMIT:
+        flat = (codes[:, None] * k + np.arange(k)[None, :]).ravel()
+        summed = np.bincount(flat, weights=values.ravel(), minlength=n_groups * k)
+        flat_out: FloatArray = summed.astype(np.float64, copy=False).reshape(n_groups, k)
+        return flat_out
+    out = np.empty((n_groups, k), dtype=np.float64)
+    for j in range(k):
         out[:, j] = np.bincount(codes, weights=values[:, j], minlength=n_groups)
     return out
+
+
+_group_sum = group_sums
+_FLAT_LIMIT = 8_000_000
 
 
 def _stage_variance(
@@ -131,6 +144,66 @@ def svyrecvar(z: FloatArray, design: Design, *, present: BoolArray | None = None
         stage = design.stages[index]
         fraction = fraction * (stage.n_sampled / stage.pop_size)
     return total
+
+
+def svyreccov(z: FloatArray, design: Design) -> FloatArray:
+    """Covariance matrix (k x k) of the totals of the linearised scores ``z`` (n x k), whose
+    diagonal is `svyrecvar` (R's ``svyrecvar`` returns the same matrix): every column over the
+    full design, the cross-products of PSU deviations weighted as the variance weights them."""
+    if z.ndim == 1:
+        z = z[:, None]
+    z = design.residualise(z)
+    n_used = len(design.stages) if design.fpc else 1
+    fraction = np.ones(z.shape[0])
+    out = np.zeros((z.shape[1], z.shape[1]))
+    for index in range(n_used):
+        out += _stage_covariance(z, design, index, fraction)
+        stage = design.stages[index]
+        fraction = fraction * (stage.n_sampled / stage.pop_size)
+    return out
+
+
+def _stage_covariance(
+    z: FloatArray, design: Design, index: int, fraction: FloatArray
+) -> FloatArray:
+    """`_stage_variance` with every row present, as cross-products: sum over PSUs of
+    c_p dev_p dev_p' with c_p the stratum's variance weight."""
+    stage = design.stages[index]
+    n_psu = int(stage.psu.max()) + 1
+    n_strata = int(stage.stratum.max()) + 1
+    totals = _group_sum(z, stage.psu, n_psu)
+    psu_stratum = stage.stratum[stage.psu_first]
+    first = stage.stratum_first
+    n_h = stage.n_sampled[first]
+    pop_h = stage.pop_size[first]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.where(np.isinf(pop_h), 1.0, (pop_h - n_h) / pop_h)
+    certain = f < _CERTAINTY
+    lonely = (n_h == 1) & ~certain
+    if design.lonely_psu == "fail" and np.any(lonely):
+        h = int(np.flatnonzero(lonely)[0])
+        raise DesignError(
+            f"stratum {design.stratum_label(index, h)} has only one PSU at {stage.label} "
+            f"(lonely PSU; lonely_psu='fail')"
+        )
+    mean_h = _group_sum(totals, psu_stratum, n_strata) / n_h[:, None]
+    dev = totals - mean_h[psu_stratum]
+    if design.lonely_psu == "adjust":
+        dev = np.where(lonely[psu_stratum][:, None], totals, dev)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(certain, 0.0, np.where(n_h > 1, f * n_h / (n_h - 1), f))
+    scale = scale * fraction[first]
+    ok = ~lonely if design.lonely_psu == "average" else np.ones(n_strata, dtype=np.bool_)
+    parent_h = stage.parent[first]
+    n_groups = int(parent_h.max()) + 1
+    nstrat = np.bincount(parent_h, minlength=n_groups).astype(np.float64)
+    nokstrat = np.bincount(parent_h, weights=ok.astype(np.float64), minlength=n_groups)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = nstrat / nokstrat
+    weight_h = np.where(ok, scale * factor[parent_h], 0.0)
+    c = weight_h[psu_stratum]
+    cov: FloatArray = (dev * c[:, None]).T @ dev
+    return cov
 
 
 def replicate_variance(design: Design, point: Point, estimate: FloatArray) -> FloatArray:

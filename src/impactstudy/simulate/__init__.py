@@ -15,7 +15,7 @@ from impactstudy.simulate.population import (
     column_kinds,
     targets_of,
 )
-from impactstudy.simulate.simulation import Simulation, simulate, steps
+from impactstudy.simulate.simulation import Simulation, resample, simulate, steps
 from impactstudy.simulate.truth import truth
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Target",
     "build_population",
     "column_kinds",
+    "resample",
     "run_fieldwork",
     "simulate",
     "steps",

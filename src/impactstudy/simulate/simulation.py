@@ -15,7 +15,7 @@ from impactstudy.simulate.population import Population, build_population
 from impactstudy.simulate.truth import truth
 from impactstudy.study import Study
 
-__all__ = ["Simulation", "simulate", "steps"]
+__all__ = ["Simulation", "resample", "simulate", "steps"]
 
 BUFFERS = (0.03, 0.1, 0.3, 1.0)
 
@@ -82,17 +82,29 @@ def simulate(
         step(f"population {g}")
     true_values = truth(study, populations)
     step("truth")
-    for buffer in BUFFERS:  # invite more only if screening leaves a quota short
-        fieldwork = run_fieldwork(study, populations, seed, buffer)
-        try:
-            fieldwork = close_quotas(study, fieldwork)
-            break
-        except QuotaShortError:
-            if buffer == BUFFERS[-1]:
-                raise
+    fieldwork = _fieldwork(study, populations, seed)
     step("fieldwork")
     step("quotas closed on valid responses")
     return Simulation(seed, populations, true_values, fieldwork)
+
+
+def _fieldwork(study: Study, populations: dict[str, Population], seed: int) -> Fieldwork:
+    for buffer in BUFFERS:  # invite more only if screening leaves a quota short
+        fieldwork = run_fieldwork(study, populations, seed, buffer)
+        try:
+            return close_quotas(study, fieldwork)
+        except QuotaShortError:
+            if buffer == BUFFERS[-1]:
+                raise
+    raise AssertionError("unreachable")
+
+
+def resample(study: Study, simulation: Simulation, seed: int) -> Simulation:
+    """Another sample from the same finite populations (same truth): new fieldwork for ``seed``.
+
+    Repeated sampling from one population is what design-based coverage is about."""
+    fieldwork = _fieldwork(study, simulation.populations, seed)
+    return Simulation(seed, simulation.populations, simulation.truth, fieldwork)
 
 
 def steps(study: Study) -> int:

@@ -240,7 +240,7 @@ class Quality(Strict):
 
 
 class Trim(Strict):
-    """Bounds on weights relative to their mean; the excess is redistributed."""
+    """Bounds on the calibration's g-weights (final / base weight): bounded calibration."""
 
     lower: Annotated[float, Field(gt=0)] | None = None
     upper: Annotated[float, Field(gt=0)] | None = None
@@ -250,9 +250,9 @@ class Trim(Strict):
         if self.lower is not None and self.upper is not None and not self.lower < self.upper:
             raise ValueError(f"lower {self.lower} must be below upper {self.upper}")
         if self.lower is not None and self.lower >= 1:
-            raise ValueError(f"lower {self.lower} must be below 1 (the mean weight)")
+            raise ValueError(f"lower {self.lower} must be below 1 (g = 1: the base weight)")
         if self.upper is not None and self.upper <= 1:
-            raise ValueError(f"upper {self.upper} must be above 1 (the mean weight)")
+            raise ValueError(f"upper {self.upper} must be above 1 (g = 1: the base weight)")
         return self
 
 

@@ -5,7 +5,10 @@ as R survey's ``postStratify``, ``rake``, ``calibrate``, ``trimWeights`` and ``a
 A calibrated design is a `CalibratedDesign` (a `Design` with new weights and replayable weighting
 `Step`s), so the estimators of `impactstudy.estimate` give its point estimates and, through
 `Design.residualise`, its calibration-aware standard errors (R's ``svyrecvar`` with
-``postStrata``). See docs/api.md.
+``postStrata``). Replicate weights (`replicate`) are re-weighted through every step.
+
+`weight(valid, study) -> WeightedSample` is the stage's entry in the study pipeline: each group's
+design, base weights and calibration to its frame. See docs/api.md.
 """
 
 from .calibrate import (
@@ -19,19 +22,35 @@ from .calibrate import (
     rake,
 )
 from .nonresponse import nonresponse_adjust
-from .replicates import jk1
+from .replicates import (
+    ReplicateType,
+    hadamard,
+    jk1,
+    replicate,
+    replicate_df,
+    reweight_replicates,
+)
+from .study import WeightedGroup, WeightedSample, weight
 from .trim import trim
 
 __all__ = [
     "CalFun",
     "CalibratedDesign",
     "Diagnostics",
+    "ReplicateType",
     "Step",
+    "WeightedGroup",
+    "WeightedSample",
     "WeightingError",
     "calibrate",
+    "hadamard",
     "jk1",
     "nonresponse_adjust",
     "post_stratify",
     "rake",
+    "replicate",
+    "replicate_df",
+    "reweight_replicates",
     "trim",
+    "weight",
 ]

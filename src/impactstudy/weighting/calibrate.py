@@ -28,6 +28,7 @@ import numpy.typing as npt
 import polars as pl
 
 from impactstudy.estimate import Design
+from impactstudy.estimate.variance import group_sums
 
 __all__ = [
     "CalFun",
@@ -112,6 +113,11 @@ class CalibratedDesign(Design):
         else:
             new.steps = (step,)
             new.base_weights = design.weights
+        if design.replicates is not None:
+            # weighting a replicate design re-weights every replicate (R's svyrep methods)
+            from .replicates import reweight_replicates  # replicates imports this module
+
+            new.replicates = reweight_replicates(design.replicates, step)
         return new
 
     def residualise(self, z: FloatArray) -> FloatArray:
@@ -175,12 +181,9 @@ def _ps_residual(codes: IntArray, new_w: FloatArray, old_w: FloatArray, k: int) 
     denom = np.bincount(codes, weights=old_w, minlength=k)
 
     def residual(x: FloatArray) -> FloatArray:
-        ratio = x * (old_w / psw)[:, None]
-        out = np.empty_like(x)
-        for j in range(x.shape[1]):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                means = np.bincount(codes, weights=ratio[:, j], minlength=k) / denom
-            out[:, j] = x[:, j] - np.nan_to_num(means)[codes] * new_w
+        with np.errstate(divide="ignore", invalid="ignore"):
+            means = group_sums(x * (old_w / psw)[:, None], codes, k) / denom[:, None]
+        out: FloatArray = x - np.nan_to_num(means)[codes] * new_w[:, None]
         return out
 
     return residual
@@ -251,6 +254,44 @@ def _rake_weights(
     )
 
 
+def _rake_residual(
+    projections: list[tuple[IntArray, FloatArray, npt.NDArray[np.bool_], FloatArray, int]],
+) -> Residual:
+    """R's raking residual: ``_R_RAKE_SWEEPS`` Gauss-Seidel sweeps of within-category centring
+    over the margins. The sweeps are linear in ``x``, so they run on the (categories x k)
+    coefficients: ``x - sum_m psw_m s_m[codes_m]``, with ``s_m`` updated from
+    ``b_m - sum_m' G_mm' s_m'`` (``b_m`` the category averages of ``x / psw_m``, ``G`` the
+    categories' cross-averages) — two passes over the n x k scores instead of two per sweep."""
+    scaled = [
+        (codes, np.where(pos, 1.0 / psw, 0.0), np.where(pos, psw, 0.0), n_k, k)
+        for codes, psw, pos, n_k, k in projections
+    ]
+    cross: dict[tuple[int, int], FloatArray] = {}
+    for a, (codes_a, inv_a, _, n_a, k_a) in enumerate(scaled):
+        for b, (codes_b, _, psw_b, _, k_b) in enumerate(scaled):
+            g = np.bincount(codes_a * k_b + codes_b, weights=inv_a * psw_b, minlength=k_a * k_b)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cross[(a, b)] = g.reshape(k_a, k_b) / n_a[:, None]
+
+    def residual(x: FloatArray) -> FloatArray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            averages = [
+                group_sums(x * inv[:, None], codes, k) / n_k[:, None]
+                for codes, inv, _, n_k, k in scaled
+            ]
+        coef = [np.zeros((k, x.shape[1])) for *_, k in scaled]
+        for _ in range(_R_RAKE_SWEEPS):
+            for a in range(len(scaled)):
+                ave = averages[a] - sum(cross[(a, b)] @ coef[b] for b in range(len(scaled)))
+                coef[a] = coef[a] + np.nan_to_num(ave)
+        out = x.copy()
+        for (codes, _, psw0, _, _), c in zip(scaled, coef, strict=True):
+            out -= psw0[:, None] * c[codes]
+        return out
+
+    return residual
+
+
 def rake(
     design: Design,
     margins: Mapping[str, Mapping[str, float]]
@@ -300,31 +341,20 @@ def rake(
     # Rows with zero weight (e.g. nonrespondents kept as rows) are outside the sample: they are left
     # out of R's within-category averages (R itself gives NaN there), so a design with zero-weight
     # rows gives the SE of R's design without those rows.
-    projections = [
+    projections: list[tuple[IntArray, FloatArray, npt.NDArray[np.bool_], FloatArray, int]] = [
         (
             codes,
-            np.where(psw > 0, psw, 1.0),
+            np.where(psw > 0, psw, 1.0).astype(np.float64),
             psw > 0,
-            np.bincount(codes, weights=(psw > 0).astype(np.float64), minlength=len(targets)),
+            np.bincount(codes, weights=(psw > 0).astype(np.float64), minlength=len(targets)).astype(
+                np.float64
+            ),
             len(targets),
         )
         for (_, codes, targets), psw in zip(keyed, after, strict=True)
     ]
 
-    def residual(x: FloatArray) -> FloatArray:
-        x = x.copy()
-        for _ in range(_R_RAKE_SWEEPS):
-            for codes, psw, pos, n_k, k in projections:
-                for j in range(x.shape[1]):
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        ave = (
-                            np.bincount(
-                                codes, weights=np.where(pos, x[:, j] / psw, 0.0), minlength=k
-                            )
-                            / n_k
-                        )
-                    x[:, j] = x[:, j] - np.where(pos, psw, 0.0) * np.nan_to_num(ave)[codes]
-        return x
+    residual = _rake_residual(projections)
 
     names = ", ".join(name for name, _, _ in keyed)
 
