@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 from click.testing import CliRunner
 
@@ -85,13 +86,20 @@ def test_simulate_same_seed_same_bytes(tmp_path: Path) -> None:
     assert a["responses/resident.csv"] != c["responses/resident.csv"]
 
 
-def test_run_simulates_and_screens(tmp_path: Path) -> None:
+def test_run_simulates_screens_weights_and_estimates(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["run", str(MINIMAL), "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     target = load(MINIMAL).config.sample.target_valid
     assert f"quality: {target} valid responses" in res.output
     assert (tmp_path / "valid_sample").is_dir()
     assert (tmp_path / "simulation" / "responses" / "manifest.json").is_file()
+    # the figures table: the minimal study publishes one figure (resident_pays, 80%)
+    assert "resident_pays" in res.output and "95% CIs containing the truth" in res.output
+    estimates = pl.read_parquet(tmp_path / "estimates" / "estimates.parquet")
+    overall = estimates.filter(pl.col("by").is_null())
+    assert overall.height == len(load(MINIMAL).indicators)
+    weights = pl.read_parquet(tmp_path / "weights" / "weights.parquet")
+    assert weights.height == target
 
 
 def test_import_an_odk_central_export(tmp_path: Path) -> None:

@@ -14,9 +14,13 @@ import click
 from impactstudy import __version__
 
 if TYPE_CHECKING:
+    import polars as pl
+
+    from impactstudy.estimate.batch import Estimates
     from impactstudy.quality import ValidSample
     from impactstudy.simulate import Simulation
     from impactstudy.study import Study
+    from impactstudy.weighting import WeightedSample
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,12 +36,17 @@ def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
 
     @wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from impactstudy.estimate import DesignError
         from impactstudy.study import StudyError
+        from impactstudy.weighting import WeightingError
 
         try:
             return fn(*args, **kwargs)
         except StudyError as exc:
             _print_problems(exc.problems)
+            sys.exit(EXIT_PROBLEMS)
+        except (DesignError, WeightingError) as exc:
+            click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_PROBLEMS)
         except click.exceptions.Exit:
             raise
@@ -252,15 +261,17 @@ def _refuse_other_groups(out: Path, groups: set[str]) -> None:
 )
 @_friendly
 def run(study: str | None, seed: int | None, out: str) -> None:
-    """Run the whole study: check, simulate, screen; then (as they are built) weight,
-    estimate, model and report.
+    """Run the whole study: check, simulate, screen, weight, estimate; then (as they are built)
+    model and report.
 
     \b
     Example:
       impactstudy run --out out/
     """
+    from impactstudy.estimate.batch import estimate_all
     from impactstudy.quality import screen
     from impactstudy.study import load
+    from impactstudy.weighting import weight
 
     s = load(_study_path(study))
     click.echo(summary(s))
@@ -268,16 +279,100 @@ def run(study: str | None, seed: int | None, out: str) -> None:
     sim.write(s, Path(out) / "simulation")
     valid = screen(sim.responses, s)
     valid.write(Path(out) / "valid_sample")
+    weighted = weight(valid, s, seed=sim.seed)
+    weighted.write(Path(out) / "weights")
+    estimates = estimate_all(weighted, s, by=[s.config.sample.stratify_by])
+    estimates.write(Path(out) / "estimates")
     click.echo("")
     click.echo(f"simulate: seed {sim.seed}, {len(sim.responses)} submissions")
     click.echo(f"quality: {len(valid)} valid responses")
     click.echo(valid_table(valid, s))
     click.echo("")
+    click.echo("weighting:")
+    click.echo(weighting_table(weighted))
+    click.echo("")
+    click.echo(figures_table(estimates, sim.truth, s))
+    click.echo("")
     click.echo(
-        "Later stages are not built yet: calibration weighting, design-based estimates, the "
-        "input-output impact model with uncertainty, and the bilingual report (HTML, PDF, "
-        f"XLSX). Artifacts so far are in {out}/."
+        "Later stages are not built yet: the input-output impact model with uncertainty and "
+        f"the bilingual report (HTML, PDF, XLSX). Artifacts so far are in {out}/."
     )
+
+
+def weighting_table(weighted: WeightedSample) -> str:
+    """Per group: n, population, weight range and Kish's design effect of weighting."""
+    lines = [f"{'group':<16}{'n':>7}{'population':>16}{'min w':>12}{'max w':>12}{'deff_w':>8}"]
+    for row in weighted.summary().iter_rows(named=True):
+        lines.append(
+            f"{row['group']:<16}{row['n']:>7,}{row['population']:>16,.0f}"
+            f"{row['min_weight']:>12,.1f}{row['max_weight']:>12,.1f}{row['deff_weighting']:>8.3f}"
+        )
+    return "\n".join(lines)
+
+
+def figures_table(estimates: Estimates, truth: pl.DataFrame | None, study: Study) -> str:
+    """Every published survey figure: published value, estimate, 95% CI, n, and (for simulated
+    data) the simulator's truth, with whether the interval contains it."""
+    import polars as pl
+
+    table = estimates.overall().filter(pl.col("published_text").is_not_null())
+    if truth is not None:
+        table = table.join(
+            truth.select("indicator", pl.col("value").alias("truth")), on="indicator", how="left"
+        )
+    lines = [
+        "Published survey figures, reproduced (95% CI; truth = the simulated population's value)",
+        f"{'figure':<8}{'group':<14}{'published':>10}{'estimate':>10}{'95% CI':>20}{'n':>7}"
+        + (f"{'truth':>10}  in CI" if truth is not None else ""),
+    ]
+    covered = 0
+    for r in table.iter_rows(named=True):
+        ci = f"[{_num(r['ci_low'])}, {_num(r['ci_high'])}]"
+        line = (
+            f"{r['indicator']:<8}{r['groups'][:13]:<14}"
+            f"{_published(r):>10}"
+            f"{_num(r['estimate']):>10}{ci:>20}{r['n']:>7,}"
+        )
+        if truth is not None and r["truth"] is not None:
+            inside = r["ci_low"] <= r["truth"] <= r["ci_high"]
+            covered += inside
+            line += f"{_num(r['truth']):>10}  {'yes' if inside else 'NO'}"
+        lines.append(line)
+    if truth is not None:
+        everything = estimates.overall().join(
+            truth.select("indicator", pl.col("value").alias("truth")), on="indicator"
+        )
+        all_in = int(
+            (
+                (everything["truth"] >= everything["ci_low"])
+                & (everything["truth"] <= everything["ci_high"])
+            ).sum()
+        )
+        lines.append(
+            f"95% CIs containing the truth: {covered} of {table.height} published figures, "
+            f"{all_in} of {everything.height} indicators"
+        )
+    return "\n".join(lines)
+
+
+def _published(row: dict[str, object]) -> str:
+    """The published value with its relation (~11.0, >70.0), or its text when it has no value."""
+    value = row["published_value"]
+    if not isinstance(value, float):
+        return str(row["published_text"])
+    mark = {"=": "", "approx": "~", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
+    return f"{mark.get(str(row['relation']), '')}{_num(value)}"
+
+
+def _num(x: float | None) -> str:
+    """A figure in a few significant digits: 68.1, 0.213, 5.46e+06."""
+    if x is None:
+        return ""
+    if abs(x) >= 1e5:
+        return f"{x:.3g}"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    return f"{x:.3g}" if abs(x) < 1 else f"{x:.1f}"
 
 
 def valid_table(valid: ValidSample, study: Study) -> str:
