@@ -465,3 +465,40 @@ def test_replicate_designs_say_so() -> None:
     result = by(jk1(DESIGNS["clus1"]()), "api00", "stype")
     assert set(result["method"]) == {"replicate:JK1"}
     assert set(result["df"]) == {14}
+
+
+JK1_DOMAINS = r_rows("jk1_domains")
+
+
+@pytest.mark.parametrize(
+    "row", JK1_DOMAINS, ids=lambda r: f"fpc={r['fpc']}:{r['statistic']}:{r['domain']}"
+)
+def test_jk1_domains_match_r(row: dict[str, str]) -> None:
+    """Domains on a replicate design (general path, replicate variance) equal R's
+    svyby(..., as.svrepdesign(dclus1, type="JK1")), which keeps the fpc in the replicate scale.
+
+    df: ours is replicates - 1 (svy's convention) everywhere; R's degf of a replicate subset is the
+    rank of the domain's replicate weights - 1 (7 and 11 for H and M), not reproduced here."""
+    from impactstudy.weighting import jk1
+
+    fpc = row["fpc"] == "TRUE"
+    data = api("apiclus1")
+    design = jk1(
+        Design(data, ids="dnum", weights="pw", fpc="fpc")
+        if fpc
+        else Design(data, ids="dnum", weights="pw")
+    )
+    if row["domain"]:
+        got = (
+            by(design, "api00", "stype")
+            .filter(pl.col("domain") == row["domain"])
+            .row(0, named=True)
+        )
+    else:
+        got = mean(design, "api00").row(0, named=True)
+    assert got["estimate"] == pytest.approx(float(row["estimate"]), rel=REL)
+    assert got["se"] == pytest.approx(float(row["se"]), rel=REL)
+    assert got["method"] == "replicate:JK1"
+    assert got["df"] == 14
+    if not row["domain"]:
+        assert got["df"] == int(row["df"])

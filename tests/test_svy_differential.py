@@ -16,7 +16,9 @@ with ``tol=1e-13`` to compare converged weights.
 
 from __future__ import annotations
 
+import csv
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -232,3 +234,25 @@ def test_raking(data: pl.DataFrame, kind: str, shift: float) -> None:
         {"domain": "dom"},
         se_floor=REL * float(by(ours, "y", "dom")["se"].max()),  # type: ignore[arg-type]
     )
+
+
+def test_svy_jk1_ignores_the_fpc() -> None:
+    """svy's JK1 drops the fpc: its SEs equal R's JK1 without fpc, not R's default with it
+    (tests/fixtures/r/est_jk1_domains.csv pins both; ours equals R with and without, see
+    tests/test_estimate.py::test_jk1_domains_match_r)."""
+    api = Path(__file__).parent / "fixtures"
+    data = pl.read_csv(api / "api" / "apiclus1.csv", null_values="NA", infer_schema_length=None)
+    with (api / "r" / "est_jk1_domains.csv").open(newline="") as fh:
+        r_rows = [r for r in csv.DictReader(fh) if r["domain"]]
+    sample = svy.Sample(data, svy.Design(psu="dnum", wgt="pw", pop_size="fpc"))
+    theirs = (
+        sample.weighting.create_jk_wgts()
+        .estimation.mean("api00", by="stype", method="replication")
+        .to_polars()
+    )
+    for row in r_rows:
+        se = theirs.filter(pl.col("stype") == row["domain"])["se"][0]
+        if row["fpc"] == "FALSE":
+            assert se == pytest.approx(float(row["se"]), rel=REL)
+        else:
+            assert se > float(row["se"]) * 1.005  # R with fpc is ~1% smaller
