@@ -141,7 +141,8 @@ def test_domain_identity(data: pl.DataFrame, two_stage: bool) -> None:
 def test_fast_domains_equal_the_row_level_path(
     data: pl.DataFrame, two_stage: bool, statistic: str
 ) -> None:
-    """Cluster sums (no residualisation, no replicates) give the row-level scores' variance."""
+    """Cluster sums (no residualisation, no replicates) give the row-level scores' variance, for
+    domains and for the whole sample (`mean` and `total` take the same path with one domain)."""
     design = design_of(data, two_stage)
     for cols in ("dom", ["dom", "cat"]):
         fast = by(design, ["y", "cat"], cols, statistic=statistic)  # type: ignore[arg-type]
@@ -151,6 +152,12 @@ def test_fast_domains_equal_the_row_level_path(
         )
         close(fast["estimate"], general["estimate"], rel=1e-12)
         close(fast["se"], general["se"], rel=1e-12)
+    fun = mean if statistic == "mean" else total
+    for y in ("y", "cat"):
+        fast, general = fun(design, y), fun(row_level(design), y)
+        assert fast.select("level", "n", "df").equals(general.select("level", "n", "df"))
+        for col in ("estimate", "se", "deff"):
+            close(fast[col].fill_null(0.0), general[col].fill_null(0.0), rel=1e-12)
 
 
 @SETTINGS

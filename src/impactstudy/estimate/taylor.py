@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -154,10 +154,29 @@ def t_quantile(p: float, df: int) -> float:
 # Responses, domains, degrees of freedom.
 
 
-def _response(
-    design: Design, y: str, na_rm: bool
-) -> tuple[FloatArray, list[str | None], FloatArray]:
-    """The response as an (n x k) matrix, its level labels, and the weights with NA rows zeroed."""
+class _Block(NamedTuple):
+    """A response: ``values`` (n x 1) for a numeric variable, or ``codes`` (level per row, -1 where
+    missing) for a categorical one; its level labels (``[None]`` when numeric); the weights with
+    missing rows zeroed."""
+
+    values: FloatArray | None
+    codes: IntArray | None
+    levels: list[str | None]
+    w: FloatArray
+
+    def dense(self) -> FloatArray:
+        """The (n x k) matrix of the response: the values, or the level indicators."""
+        if self.values is not None:
+            return self.values
+        assert self.codes is not None
+        matrix = np.zeros((len(self.codes), len(self.levels)), dtype=np.float64)
+        ok = self.codes >= 0
+        matrix[np.flatnonzero(ok), self.codes[ok]] = 1.0
+        return matrix
+
+
+def _block(design: Design, y: str, na_rm: bool) -> _Block:
+    """Read the response ``y``: missing values need ``na_rm`` and get a zero weight."""
     if y not in design.data.columns:
         raise DesignError(f"variable {y!r} is not in the data")
     col = design.data.get_column(y)
@@ -175,16 +194,21 @@ def _response(
         w = design.weights  # shared, never written to
     if col.dtype.is_numeric():
         values = col.cast(pl.Float64).fill_null(0.0).fill_nan(0.0).to_numpy()
-        return values[:, None], [None], w
+        return _Block(values[:, None], None, [None], w)
     codes, levels = _level_codes(col, y)
     if codes is None:
         raise DesignError(
             f"variable {y!r} has type {col.dtype}, which is neither numeric nor categorical"
         )
-    matrix = np.zeros((len(codes), len(levels)), dtype=np.float64)
-    ok = codes >= 0
-    matrix[np.flatnonzero(ok), codes[ok]] = 1.0
-    return matrix, list(levels), w
+    return _Block(None, codes, list(levels), w)
+
+
+def _response(
+    design: Design, y: str, na_rm: bool
+) -> tuple[FloatArray, list[str | None], FloatArray]:
+    """The response as an (n x k) matrix, its level labels, and the weights with NA rows zeroed."""
+    block = _block(design, y, na_rm)
+    return block.dense(), block.levels, block.w
 
 
 def _level_codes(col: pl.Series, name: str) -> tuple[IntArray | None, list[str]]:
@@ -324,14 +348,14 @@ def _srs_variance(values: FloatArray, w: FloatArray, statistic: str) -> FloatArr
     return out
 
 
-def _is_proportion(values: FloatArray, levels: list[str | None], w: FloatArray) -> bool:
+def _is_proportion(block: _Block) -> bool:
     """A categorical variable, or a numeric one that is 0/1 on the rows used."""
-    if levels != [None]:
+    if block.values is None:
         return True
-    v = values[:, 0]
+    v = block.values[:, 0]
     if v.min() < 0.0 or v.max() > 1.0:  # cheap rejection of most numeric variables
         return False
-    used = v[w > 0]
+    used = v[block.w > 0]
     return bool(np.all((used == 0.0) | (used == 1.0)))
 
 
@@ -465,14 +489,28 @@ def total(design: Design, y: str, *, na_rm: bool = False, level: float = 0.95) -
     the variance over the variance of simple random sampling with replacement of the same n (R's
     ``deff="replace"``) and ``n_eff`` is ``n / deff``.
     """
-    values, levels, w = _response(design, y, na_rm)
+    block = _block(design, y, na_rm)
+    k = len(block.levels)
+    if _fast(design):  # one domain holding every row
+        est, var, srs, n_used, df = _by_fast(design, [block], _one_domain(design), 1, "total", [y])
+        return _result(
+            design,
+            [y] * k,
+            block.levels,
+            est[0],
+            var[0],
+            n_used[0],
+            np.repeat(df, k),
+            srs_var=srs[0],
+            level=level,
+        )
+    values, w = block.dense(), block.w
     z = values * w[:, None]
     est = z.sum(axis=0)
-    k = len(levels)
     return _result(
         design,
         [y] * k,
-        levels,
+        block.levels,
         est,
         variance(design, z, _total_point(values, w > 0), est),
         np.full(k, _n_used(w), dtype=np.int64),
@@ -509,15 +547,32 @@ def mean(
     ``n_eff``: for proportions R's ``svyciprop`` ``n.eff = p (1 - p) / var`` (null at p = 0 or
     1, infinite when var = 0); otherwise ``n / deff``.
     """
-    values, levels, w = _response(design, y, na_rm)
-    prop = _is_proportion(values, levels, w)
+    block = _block(design, y, na_rm)
+    levels = block.levels
+    prop = _is_proportion(block)
     _check_ci(ci, prop, y)
-    weight_total = w.sum()
+    weight_total = block.w.sum()
     if weight_total <= 0:
         raise DesignError(f"the weights of the rows with {y!r} observed sum to zero")
+    k = len(levels)
+    if _fast(design):  # one domain holding every row
+        est_, var, srs, n_used, df = _by_fast(design, [block], _one_domain(design), 1, "mean", [y])
+        return _result(
+            design,
+            [y] * k,
+            levels,
+            est_[0],
+            var[0],
+            n_used[0],
+            np.repeat(df, k),
+            srs_var=srs[0],
+            proportion=np.full(k, prop),
+            ci=ci,
+            level=level,
+        )
+    values, w = block.dense(), block.w
     est = (w @ values) / weight_total
     z = (values - est[None, :]) * (w / weight_total)[:, None]
-    k = len(levels)
     return _result(
         design,
         [y] * k,
@@ -560,8 +615,14 @@ def _mean_point(values: FloatArray, keep: BoolArray) -> Point:
 # Domains.
 
 
-def _identity_residualise(design: Design) -> bool:
-    return type(design).residualise is Design.residualise
+def _fast(design: Design) -> bool:
+    """Whether the variance needs only cluster sums of the scores: no replicates, and the design's
+    ``residualise`` is the identity (not calibrated)."""
+    return design.replicates is None and type(design).residualise is Design.residualise
+
+
+def _one_domain(design: Design) -> IntArray:
+    return np.zeros(design.n, dtype=np.int64)
 
 
 def _cluster_design(design: Design) -> tuple[Design, IntArray]:
@@ -623,14 +684,14 @@ def by(
         raise DesignError(f"statistic must be 'mean' or 'total', got {statistic!r}")
     codes, names = _domain_codes(design, columns)
     n_dom = len(names)
-    blocks = [_response(design, v, na_rm) for v in ys]
-    props = [_is_proportion(vals, levs, w) for vals, levs, w in blocks]
+    blocks = [_block(design, v, na_rm) for v in ys]
+    props = [_is_proportion(b) for b in blocks]
     for v, prop in zip(ys, props, strict=True):
         if ci != "wald" and statistic != "mean":
             raise DesignError(f"ci={ci!r} needs statistic='mean'")
         _check_ci(ci, prop, v)
     label = ", ".join(columns)
-    if design.replicates is None and _identity_residualise(design):
+    if _fast(design):
         fast = _by_fast(design, blocks, codes, n_dom, statistic, ys, names, label)
         est, var, srs, n_used, dom_df = fast
     else:
@@ -638,7 +699,7 @@ def by(
             design, blocks, codes, n_dom, statistic, ys, names, label
         )
     # rows in (domain, variable, level) order: est etc. are (n_dom x sum of levels)
-    level_lists = [levs for _, levs, _ in blocks]
+    level_lists = [b.levels for b in blocks]
     widths = [len(levs) for levs in level_lists]
     variables = [v for v, k in zip(ys, widths, strict=True) for _ in range(k)] * n_dom
     levels_all = [lev for levs in level_lists for lev in levs] * n_dom
@@ -671,7 +732,7 @@ def _wsum(codes: IntArray, weights: FloatArray, minlength: int) -> FloatArray:
     return out
 
 
-Blocks = list[tuple[FloatArray, list[str | None], FloatArray]]
+Blocks = list[_Block]
 
 
 def _by_fast(
@@ -681,8 +742,8 @@ def _by_fast(
     n_dom: int,
     statistic: str,
     ys: list[str],
-    names: list[str],
-    label: str,
+    names: list[str] | None = None,
+    label: str = "",
 ) -> tuple[FloatArray, FloatArray, FloatArray, IntArray, IntArray]:
     """Domain estimates from per-(cluster, domain) sums: one bincount over combined codes per
     score column, memory O(n + clusters x domains x levels). Returns (n_dom x K) arrays of
@@ -697,7 +758,8 @@ def _by_fast(
     srs_cols: list[FloatArray] = []
     used_cols: list[IntArray] = []
     all_rows: IntArray | None = None  # rows per domain, shared by variables without NAs
-    for v, (values, levels, w) in zip(ys, blocks, strict=True):
+    for v, block in zip(ys, blocks, strict=True):
+        levels, w = block.levels, block.w
         k = len(levels)
         positive = w > 0
         if positive.all():
@@ -706,8 +768,8 @@ def _by_fast(
             n_used = all_rows
         else:
             n_used = np.bincount(codes[positive], minlength=n_dom).astype(np.int64)
-        if levels == [None]:
-            y = values[:, 0]
+        if block.values is not None:
+            y = block.values[:, 0]
             w_dom = _wsum(codes, w, minlength=n_dom)
             _check_domain_weight(statistic, w_dom, names, label, v)
             if statistic == "mean":
@@ -727,7 +789,8 @@ def _by_fast(
                 est = t_dom[:, None]
                 tot = s_wy.reshape(n_cl, n_dom, 1)
         else:
-            lev = np.argmax(values, axis=1)  # every row has exactly one level once observed
+            assert block.codes is not None
+            lev = np.maximum(block.codes, 0)  # missing rows (-1) have weight 0
             s_wl = _wsum(key * k + lev, w, minlength=size * k).reshape(n_cl, n_dom, k)
             s_w = s_wl.sum(axis=2)
             w_dom = s_w.sum(axis=0)
@@ -768,10 +831,12 @@ def _by_fast(
 
 
 def _check_domain_weight(
-    statistic: str, w_dom: FloatArray, names: list[str], label: str, y: str
+    statistic: str, w_dom: FloatArray, names: list[str] | None, label: str, y: str
 ) -> None:
     """A domain mean needs some weight in the domain with ``y`` observed."""
     if statistic == "mean" and np.any(w_dom <= 0):
+        if names is None:
+            raise DesignError(f"the weights of the rows with {y!r} observed sum to zero")
         bad = names[int(np.flatnonzero(w_dom <= 0)[0])]
         raise DesignError(f"domain {label}={bad!r} has no weight with {y!r} observed")
 
@@ -788,7 +853,8 @@ def _by_general(
 ) -> tuple[FloatArray, FloatArray, FloatArray, IntArray, IntArray]:
     """Domain estimates from row-level scores, a chunk of domains at a time (calibrated and
     replicate designs: their variance needs the rows). Same outputs as `_by_fast`."""
-    width = sum(len(levels) for _, levels, _ in blocks)
+    width = sum(len(b.levels) for b in blocks)
+    dense = [(b.dense(), b.levels, b.w) for b in blocks]
     chunk = max(1, _CHUNK_ELEMENTS // max(design.n * width, 1))
     est_rows: list[FloatArray] = []
     var_rows: list[FloatArray] = []
@@ -800,7 +866,7 @@ def _by_general(
         ests: list[FloatArray] = []
         for d in range(start, min(start + chunk, n_dom)):
             in_d = codes == d
-            for v, (values, levels, w) in zip(ys, blocks, strict=True):
+            for v, (values, levels, w) in zip(ys, dense, strict=True):
                 wd = np.where(in_d, w, 0.0)
                 if statistic == "total":
                     z = values * wd[:, None]
