@@ -517,3 +517,43 @@ def test_general_domain_path_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     assert chunked.drop("estimate", "se").equals(whole.drop("estimate", "se"))
     np.testing.assert_allclose(chunked["estimate"], whole["estimate"], rtol=1e-14)
     np.testing.assert_allclose(chunked["se"], whole["se"], rtol=1e-12)
+
+
+def test_numeric_domains_sort_numerically() -> None:
+    """As R's factor of a numeric column: 2 before 10 (not the text order "10" < "2")."""
+    data = pl.DataFrame(
+        {"d": [10, 2, 10, 2, 10, 2], "y": [1.0, 2.0, 3.0, 4.0, 5.0, 7.0], "w": [1.0] * 6}
+    )
+    result = by(Design(data, weights="w"), "y", "d")
+    assert result["domain"].to_list() == ["2", "10"]
+    assert result["estimate"].to_list() == pytest.approx([13 / 3, 3.0], rel=1e-15)
+
+
+def test_bad_domain_input_is_named() -> None:
+    design = DESIGNS["clus1"]()
+    with pytest.raises(DesignError, match="domain column 'nope' is not in the data"):
+        by(design, "api00", ["stype", "nope"])
+    with_null = Design(
+        api("apiclus1").with_columns(
+            g=pl.when(pl.col("stype") == "H").then(None).otherwise(pl.col("stype"))
+        ),
+        ids="dnum",
+        weights="pw",
+        fpc="fpc",
+    )
+    with pytest.raises(DesignError, match="domain column 'g' has 14 missing values"):
+        by(with_null, "api00", "g")
+    with pytest.raises(DesignError, match="ci must be 'wald', 'logit' or 'wilson'"):
+        mean(design, "sch.wide", ci="exact")  # type: ignore[arg-type]
+    with pytest.raises(DesignError, match="confidence level must be in"):
+        mean(design, "api00", level=95)
+    empty = Design(
+        api("apiclus1").with_columns(
+            y=pl.when(pl.col("stype") == "H").then(None).otherwise(pl.col("api00"))
+        ),
+        ids="dnum",
+        weights="pw",
+        fpc="fpc",
+    )
+    with pytest.raises(DesignError, match="domain stype='H' has no weight with 'y' observed"):
+        by(empty, "y", "stype", na_rm=True)
