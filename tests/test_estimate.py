@@ -464,7 +464,7 @@ def test_replicate_designs_say_so() -> None:
 
     result = by(jk1(DESIGNS["clus1"]()), "api00", "stype")
     assert set(result["method"]) == {"replicate:JK1"}
-    assert set(result["df"]) == {14}
+    assert result["df"].to_list() == [14, 7, 11]  # R: degf(subset(rep, stype == ...))
 
 
 JK1_DOMAINS = r_rows("jk1_domains")
@@ -475,33 +475,34 @@ JK1_DOMAINS = r_rows("jk1_domains")
 )
 def test_jk1_domains_match_r(row: dict[str, str]) -> None:
     """Domains on a replicate design (general path, replicate variance) equal R's
-    svyby(..., as.svrepdesign(dclus1, type="JK1")), which keeps the fpc in the replicate scale.
+    svyby(..., as.svrepdesign(dclus1, type="JK1")), which keeps the fpc in the replicate scale;
+    also after post-stratifying every replicate (R's postStratify of the replicate design).
 
-    df: ours is replicates - 1 (svy's convention) everywhere; R's degf of a replicate subset is the
-    rank of the domain's replicate weights - 1 (7 and 11 for H and M), not reproduced here."""
-    from impactstudy.weighting import jk1
+    df: R's degf of the replicate subset, the rank of the domain rows' replicate weights - 1 (7 and
+    11 for H and M; svy says 14, the replicates - 1, for every domain)."""
+    from impactstudy.weighting import jk1, post_stratify
 
-    fpc = row["fpc"] == "TRUE"
     data = api("apiclus1")
-    design = jk1(
-        Design(data, ids="dnum", weights="pw", fpc="fpc")
-        if fpc
-        else Design(data, ids="dnum", weights="pw")
-    )
-    if row["domain"]:
-        got = (
-            by(design, "api00", "stype")
-            .filter(pl.col("domain") == row["domain"])
-            .row(0, named=True)
+    if row["fpc"] == "poststratified":
+        base = jk1(Design(data, ids="dnum", weights="pw", fpc="fpc"))
+        design = post_stratify(base, "stype", {"E": 4421.0, "H": 755.0, "M": 1018.0})
+        domain_col = "sch.wide"
+    else:
+        design = jk1(
+            Design(data, ids="dnum", weights="pw", fpc="fpc")
+            if row["fpc"] == "TRUE"
+            else Design(data, ids="dnum", weights="pw")
         )
+        domain_col = "stype"
+    if row["domain"]:
+        result = by(design, "api00", domain_col)
+        got = result.filter(pl.col("domain") == row["domain"]).row(0, named=True)
     else:
         got = mean(design, "api00").row(0, named=True)
     assert got["estimate"] == pytest.approx(float(row["estimate"]), rel=REL)
     assert got["se"] == pytest.approx(float(row["se"]), rel=REL)
     assert got["method"] == "replicate:JK1"
-    assert got["df"] == 14
-    if not row["domain"]:
-        assert got["df"] == int(row["df"])
+    assert got["df"] == int(row["df"])
 
 
 def test_general_domain_path_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,10 +8,12 @@ domain df, and raking with calibration-aware SEs. Estimates, SEs, design effects
 ``deff="wr"`` is R's ``deff="replace"``) and df are compared to 1e-9 relative.
 
 svy conventions that differ from R, and so from us, are not compared: its JK1 ignores the fpc
-(R: ``as.svrepdesign`` keeps it; see estimation-notes); its Wilson interval uses a df-adjusted
-effective sample size and a t quantile, ours the plain n_eff and the normal quantile (documented
-in `impactstudy.estimate.mean`); and svy's raking stops at ``tol=1e-4`` by default, so it is run
-with ``tol=1e-13`` to compare converged weights.
+(R: ``as.svrepdesign`` keeps it; see estimation-notes) and its replicate df is the number of
+replicates - 1 in every domain (R: the rank of the domain's replicate weights - 1), both pinned
+against R in `test_svy_jk1_ignores_the_fpc` and tests/test_estimate.py; its Wilson interval uses
+a df-adjusted effective sample size and a t quantile, ours the plain n_eff and the normal quantile
+(documented in `impactstudy.estimate.mean`); and svy's raking stops at ``tol=1e-4`` by default,
+so it is run with ``tol=1e-13`` to compare converged weights.
 """
 
 from __future__ import annotations
@@ -243,15 +245,20 @@ def test_svy_jk1_ignores_the_fpc() -> None:
     api = Path(__file__).parent / "fixtures"
     data = pl.read_csv(api / "api" / "apiclus1.csv", null_values="NA", infer_schema_length=None)
     with (api / "r" / "est_jk1_domains.csv").open(newline="") as fh:
-        r_rows = [r for r in csv.DictReader(fh) if r["domain"]]
+        r_rows = [
+            r for r in csv.DictReader(fh) if r["statistic"].startswith("svyby(~api00, ~stype")
+        ]
     sample = svy.Sample(data, svy.Design(psu="dnum", wgt="pw", pop_size="fpc"))
     theirs = (
         sample.weighting.create_jk_wgts()
         .estimation.mean("api00", by="stype", method="replication")
         .to_polars()
     )
+    assert len(r_rows) == 6
     for row in r_rows:
         se = theirs.filter(pl.col("stype") == row["domain"])["se"][0]
+        # svy's replicate df is replicates - 1 in every domain; R's (and ours) the domain's rank
+        assert theirs.filter(pl.col("stype") == row["domain"])["df"][0] == 14
         if row["fpc"] == "FALSE":
             assert se == pytest.approx(float(row["se"]), rel=REL)
         else:

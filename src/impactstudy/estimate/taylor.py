@@ -305,13 +305,15 @@ def design_df(
     """Degrees of freedom of each domain (R's ``degf`` of the domain's subset design).
 
     Taylor: first-stage PSUs minus strata, counting only those holding a row of the domain with a
-    non-zero sampling weight (R ``degf.survey.design2``). Replicates: number of replicates minus
-    one (R uses the rank of the replicate weights, which is the same unless they are collinear).
+    non-zero sampling weight (R ``degf.survey.design2``). Replicates: the rank of the domain rows'
+    replicate weights minus one (R ``degf.svyrep.design``, ``qr(..., tol=1e-5)$rank - 1``; svy uses
+    the number of replicates minus one, which is the same for the whole sample of a JK1 design but
+    larger for domains that miss some PSUs).
     ``codes`` are the rows' domains (0..n_domains-1; all one domain without them); ``key``, if
     given, is ``first-stage PSU * n_domains + codes``, already computed by the caller.
     """
     if design.replicates is not None:
-        return np.full(n_domains, design.replicates.weights.shape[1] - 1, dtype=np.int64)
+        return _replicate_df(design.replicates.weights, codes, n_domains)
     first = design.stages[0]
     n_psu = int(first.psu.max()) + 1
     n_strata = int(first.stratum.max()) + 1
@@ -325,6 +327,46 @@ def design_df(
     np.add.at(strata_present, first.stratum[first.psu_first], present.astype(np.int64))
     out: IntArray = present.sum(axis=0) - (strata_present > 0).sum(axis=0)
     return out.astype(np.int64)
+
+
+_QR_TOL = 1e-5  # R's degf.svyrep.design: qr(weights, tol = 1e-5)
+
+
+def _replicate_df(weights: FloatArray, codes: IntArray | None, n_domains: int) -> IntArray:
+    """Rank of each domain's rows of the replicate weights, minus one: one Gram matrix per domain
+    (rows grouped by domain once), ranked by `_qr_rank`."""
+    if codes is None:
+        return np.array([_qr_rank(weights.T @ weights, weights.shape[0]) - 1], dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(n_domains + 1))
+    grouped = weights[order]
+    out = np.empty(n_domains, dtype=np.int64)
+    for d in range(n_domains):  # one BLAS product per domain, not per row
+        rows = grouped[bounds[d] : bounds[d + 1]]
+        out[d] = _qr_rank(rows.T @ rows, rows.shape[0]) - 1
+    return out
+
+
+def _qr_rank(gram: FloatArray, n_rows: int) -> int:
+    """The rank R's ``qr()`` (LINPACK ``dqrdc2``, limited pivoting) gives a matrix with this Gram
+    matrix: columns taken in order, a column whose norm after projecting out the columns kept so
+    far is below ``tol`` times its own norm is moved to the end and not counted."""
+    p = gram.shape[0]
+    norm2 = np.diag(gram).copy()
+    original = np.where(norm2 > 0, norm2, 1.0)
+    r = np.zeros((p, p))
+    kept: list[int] = []
+    for j in range(p):
+        rest = norm2[j] - float(r[kept, j] @ r[kept, j]) if kept else norm2[j]
+        if rest < (_QR_TOL**2) * original[j] or rest <= 0:
+            continue
+        r_jj = math.sqrt(rest)
+        later = np.arange(j + 1, p)
+        idx = np.asarray(kept, dtype=np.int64)
+        r[j, later] = (gram[j, later] - r[idx, j] @ r[np.ix_(idx, later)]) / r_jj
+        r[j, j] = r_jj
+        kept.append(j)
+    return min(len(kept), n_rows)
 
 
 def _n_used(w: FloatArray) -> int:
