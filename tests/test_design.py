@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from impactstudy.estimate import Design, DesignError, mean, svyrecvar, total
+from impactstudy.estimate import Design, DesignError, by, mean, svyrecvar, total
 from impactstudy.estimate.design import LONELY_PSU, LonelyPSU
 
 R = Path(__file__).parent / "fixtures" / "r"
@@ -423,3 +423,21 @@ def test_present_per_column_equals_one_call_per_domain() -> None:
     assert together[1] < svyrecvar(z[:, 1], design)[0]  # "Yes" misses the lonely stratum H
     with pytest.raises(DesignError, match="present has 3 rows"):
         svyrecvar(z, design, present=np.ones(3, dtype=bool))
+
+
+@pytest.mark.parametrize("r", DOMAIN, ids=[row_id(r) for r in DOMAIN])
+def test_by_matches_r_svyby(r: dict[str, str]) -> None:
+    """The public `by` (cluster-sum path) gives R's svyby under every lonely-PSU rule: the
+    domain's clusters are the ones present in R's subset design."""
+    m = BY.match(r["statistic"])
+    assert m is not None
+    design = DESIGNS[r["case"]](lonely_of(r))
+    statistic = "mean" if m["fun"] == "svymean" else "total"
+    if r["error"]:
+        with pytest.raises(DesignError, match=r_error_stage(r)):
+            by(design, m["var"], m["by"], statistic=statistic)
+        return
+    got = by(design, m["var"], m["by"], statistic=statistic)
+    row = got.filter(pl.col("domain") == r["domain"]).row(0, named=True)
+    expect_number(row["estimate"], r["estimate"])
+    expect_number(float("nan") if row["se"] is None else row["se"], r["se"])

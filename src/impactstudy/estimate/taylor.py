@@ -670,25 +670,31 @@ def _one_domain(design: Design) -> IntArray:
 def _cluster_design(design: Design) -> tuple[Design, IntArray]:
     """A design with one row per cluster of the finest stage that enters the variance, and each
     row's cluster: `svyrecvar` of cluster totals on it equals `svyrecvar` of the rows' scores on
-    ``design`` (same strata, clusters, counts and fpc, with no residualisation)."""
-    stages = design.stages
-    first = stages[0]
-    two = len(stages) > 1 and not first.with_replacement and not stages[1].with_replacement
-    used = stages[: 2 if two else 1]
-    last = used[-1]
+    ``design`` (same strata, clusters, counts, fpc and lonely-PSU rule, no residualisation).
+
+    Built from the design's own columns at each cluster's first row, so stratum labels in
+    errors are the user's. Every stage enters when the design has an fpc (R's recursion; a
+    with-replacement stage zeroes the later terms), else only the first (ultimate cluster)."""
+    n_used = len(design.stages) if design.fpc else 1
+    last = design.stages[n_used - 1]
     rows = last.psu_first
-    cols: dict[str, npt.NDArray[np.generic]] = {"w": np.ones(len(rows))}
-    ids, strata, fpc = [], [], []
-    for s, st in enumerate(used):
-        cols[f"h{s}"] = st.stratum[rows]
-        cols[f"p{s}"] = st.psu[rows]
-        ids.append(f"p{s}")
-        strata.append(f"h{s}")
-        if not st.with_replacement:
-            cols[f"N{s}"] = st.pop_size[rows]
-            fpc.append(f"N{s}")
+    ids, strata, fpc = design.ids[:n_used], design.strata[:n_used], design.fpc[:n_used]
+    columns = list(dict.fromkeys([*ids, *strata, *fpc]))
+    weight = "_cluster_weight"
+    while weight in columns:
+        weight += "_"
+    data = (
+        design.data.select(columns)[rows]
+        if columns
+        else pl.DataFrame({"_row": np.arange(len(rows))})
+    )
     cluster_design = Design(
-        pl.DataFrame(cols), ids=ids, strata=strata, weights="w", fpc=fpc or None
+        data.with_columns(pl.lit(1.0).alias(weight)),
+        ids=ids or None,
+        strata=strata or None,
+        weights=weight,
+        fpc=fpc or None,
+        lonely_psu=design.lonely_psu,
     )
     return cluster_design, last.psu
 
@@ -799,11 +805,14 @@ def _by_fast(
     tot_cols: list[FloatArray] = []  # each (n_cl, n_dom, k)
     srs_cols: list[FloatArray] = []
     used_cols: list[IntArray] = []
+    present_cols: list[BoolArray] = []  # each (n_cl, n_dom, k): clusters R keeps in the subset
     all_rows: IntArray | None = None  # rows per domain, shared by variables without NAs
     for v, block in zip(ys, blocks, strict=True):
         levels, w = block.levels, block.w
         k = len(levels)
         positive = w > 0
+        in_cluster = np.bincount(key[positive], minlength=size).reshape(n_cl, n_dom) > 0
+        present_cols.append(np.repeat(in_cluster[:, :, None], k, axis=2))
         if positive.all():
             if all_rows is None:
                 all_rows = np.bincount(codes, minlength=n_dom).astype(np.int64)
@@ -860,7 +869,8 @@ def _by_fast(
     totals = np.concatenate(tot_cols, axis=2)  # (n_cl, n_dom, K)
     est_all = np.concatenate(est_cols, axis=1)
     flat = totals.reshape(n_cl, -1)
-    var = variance(cluster_design, flat, _no_replicates, est_all.reshape(-1))
+    present = np.concatenate(present_cols, axis=2).reshape(n_cl, -1)
+    var = variance(cluster_design, flat, _no_replicates, est_all.reshape(-1), present=present)
     one_stage = cluster is design.stages[0].psu
     df = design_df(design, codes, n_dom, key=key if one_stage else None)
     return (

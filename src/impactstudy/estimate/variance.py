@@ -220,9 +220,16 @@ def replicate_variance(design: Design, point: Point, estimate: FloatArray) -> Fl
     return out
 
 
-def variance(design: Design, z: FloatArray, point: Point, estimate: FloatArray) -> FloatArray:
+def variance(
+    design: Design,
+    z: FloatArray,
+    point: Point,
+    estimate: FloatArray,
+    *,
+    present: BoolArray | None = None,
+) -> FloatArray:
     """The variance of an estimate: from the replicates when the design has them, else Taylor
-    (``z`` being its linearised scores)."""
+    (``z`` being its linearised scores; ``present`` as `svyrecvar`)."""
     if design.replicates is not None:
         return replicate_variance(design, point, estimate)
-    return svyrecvar(z, design)
+    return svyrecvar(z, design, present=present)
