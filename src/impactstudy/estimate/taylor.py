@@ -522,8 +522,13 @@ def _check_ci(ci: str, proportion: bool, y: str) -> None:
 # Estimators.
 
 
-def total(design: Design, y: str, *, na_rm: bool = False, level: float = 0.95) -> pl.DataFrame:
+def total(
+    design: Design, y: str | Sequence[str], *, na_rm: bool = False, level: float = 0.95
+) -> pl.DataFrame:
     """Estimated population total of ``y`` (R's ``svytotal``), with its SE.
+
+    ``y`` may name several columns (R's ``~a+b``): their rows in order, from one pass over the
+    design where it takes the cluster-sum path.
 
     For a categorical ``y`` (string, categorical, enum or boolean) one row per level: the estimated
     number of population units in each category. Columns: `RESULT_SCHEMA`; the interval is Wald
@@ -531,6 +536,8 @@ def total(design: Design, y: str, *, na_rm: bool = False, level: float = 0.95) -
     the variance over the variance of simple random sampling with replacement of the same n (R's
     ``deff="replace"``) and ``n_eff`` is ``n / deff``.
     """
+    if not isinstance(y, str):
+        return _several(design, list(y), "total", na_rm, "wald", level)
     block = _block(design, y, na_rm)
     k = len(block.levels)
     if _fast(design):  # one domain holding every row
@@ -564,7 +571,7 @@ def total(design: Design, y: str, *, na_rm: bool = False, level: float = 0.95) -
 
 def mean(
     design: Design,
-    y: str,
+    y: str | Sequence[str],
     *,
     na_rm: bool = False,
     ci: CIMethod = "wald",
@@ -573,7 +580,8 @@ def mean(
     """Estimated population mean of ``y`` (R's ``svymean``), the ratio of two weighted totals.
 
     Its SE is that of the linearised variable ``w * (y - mean) / sum(w)``. For a categorical ``y``,
-    one row per level: the estimated proportion of each category. Columns: `RESULT_SCHEMA`.
+    one row per level: the estimated proportion of each category. ``y`` may name several columns
+    (R's ``~a+b``), as `total`. Columns: `RESULT_SCHEMA`.
 
     ``ci`` (at confidence ``level``):
 
@@ -589,6 +597,8 @@ def mean(
     ``n_eff``: for proportions R's ``svyciprop`` ``n.eff = p (1 - p) / var`` (null at p = 0 or
     1, infinite when var = 0); otherwise ``n / deff``.
     """
+    if not isinstance(y, str):
+        return _several(design, list(y), "mean", na_rm, ci, level)
     block = _block(design, y, na_rm)
     levels = block.levels
     prop = _is_proportion(block)
@@ -625,6 +635,40 @@ def mean(
         np.repeat(design_df(design), k),
         srs_var=_srs_variance(values, w, "mean"),
         proportion=np.full(k, prop),
+        ci=ci,
+        level=level,
+    )
+
+
+def _several(
+    design: Design, ys: list[str], statistic: str, na_rm: bool, ci: CIMethod, level: float
+) -> pl.DataFrame:
+    """`mean` or `total` of several columns: on the cluster-sum path in one pass (one domain
+    holding every row), else one column at a time."""
+    if not ys:
+        raise DesignError(f"{statistic} needs at least one variable")
+    if len(ys) == 1 or not _fast(design):
+        if statistic == "mean":
+            return pl.concat([mean(design, v, na_rm=na_rm, ci=ci, level=level) for v in ys])
+        return pl.concat([total(design, v, na_rm=na_rm, level=level) for v in ys])
+    blocks = [_block(design, v, na_rm) for v in ys]
+    props = [_is_proportion(b) for b in blocks]
+    for v, prop, b in zip(ys, props, blocks, strict=True):
+        _check_ci(ci, prop, v)
+        if statistic == "mean" and b.w.sum() <= 0:
+            raise DesignError(f"the weights of the rows with {v!r} observed sum to zero")
+    est, var, srs, n_used, df = _by_fast(design, blocks, _one_domain(design), 1, statistic, ys)
+    widths = [len(b.levels) for b in blocks]
+    return _result(
+        design,
+        [v for v, k in zip(ys, widths, strict=True) for _ in range(k)],
+        [lev for b in blocks for lev in b.levels],
+        est[0],
+        var[0],
+        n_used[0],
+        np.repeat(df, sum(widths)),
+        srs_var=srs[0],
+        proportion=np.concatenate([np.full(k, p) for k, p in zip(widths, props, strict=True)]),
         ci=ci,
         level=level,
     )
@@ -807,31 +851,45 @@ def _by_fast(
     used_cols: list[IntArray] = []
     present_cols: list[BoolArray] = []  # each (n_cl, n_dom, k): clusters R keeps in the subset
     all_rows: IntArray | None = None  # rows per domain, shared by variables without NAs
+    all_present: BoolArray = np.zeros((0, 0), dtype=np.bool_)
     for v, block in zip(ys, blocks, strict=True):
         levels, w = block.levels, block.w
         k = len(levels)
         positive = w > 0
-        in_cluster = np.bincount(key[positive], minlength=size).reshape(n_cl, n_dom) > 0
-        present_cols.append(np.repeat(in_cluster[:, :, None], k, axis=2))
-        if positive.all():
+        if positive.all():  # shared by every variable without missing values
             if all_rows is None:
                 all_rows = np.bincount(codes, minlength=n_dom).astype(np.int64)
-            n_used = all_rows
+                all_present = np.bincount(key, minlength=size).reshape(n_cl, n_dom) > 0
+            n_used, in_cluster = all_rows, all_present
         else:
             n_used = np.bincount(codes[positive], minlength=n_dom).astype(np.int64)
+            in_cluster = np.bincount(key[positive], minlength=size).reshape(n_cl, n_dom) > 0
+        present_cols.append(np.repeat(in_cluster[:, :, None], k, axis=2))
         if block.values is not None:
             y = block.values[:, 0]
-            w_dom = _wsum(codes, w, minlength=n_dom)
-            _check_domain_weight(statistic, w_dom, names, label, v)
-            if statistic == "mean":
-                t_dom = _wsum(codes, w * y, minlength=n_dom)
+            if n_dom == 1:  # one domain: plain sums, no bincount by domain
+                w_dom = np.array([w.sum()])
+                _check_domain_weight(statistic, w_dom, names, label, v)
+                t_dom = np.array([w @ y])
+                centre = np.nan_to_num(t_dom / w_dom) if w_dom[0] > 0 else np.zeros(1)
+                dev = y - centre[0]
+                wc = w * dev
+                ss = np.array([[wc @ dev]])
+                if statistic == "total":
+                    s_wy = _wsum(key, w * y, minlength=size)
             else:
-                s_wy = _wsum(key, w * y, minlength=size)
-                t_dom = s_wy.reshape(n_cl, n_dom).sum(axis=0)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                centre = np.nan_to_num(t_dom / w_dom)
-            wc = w * (y - centre[codes])  # the centred scores, before dividing by W_d
-            ss = _wsum(codes, wc * (y - centre[codes]), minlength=n_dom)[:, None]
+                w_dom = _wsum(codes, w, minlength=n_dom)
+                _check_domain_weight(statistic, w_dom, names, label, v)
+                if statistic == "mean":
+                    t_dom = _wsum(codes, w * y, minlength=n_dom)
+                else:
+                    s_wy = _wsum(key, w * y, minlength=size)
+                    t_dom = s_wy.reshape(n_cl, n_dom).sum(axis=0)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    centre = np.nan_to_num(t_dom / w_dom)
+                dev = y - centre[codes]
+                wc = w * dev  # the centred scores, before dividing by W_d
+                ss = _wsum(codes, wc * dev, minlength=n_dom)[:, None]
             if statistic == "mean":
                 est = centre[:, None]
                 scores = _wsum(key, wc, minlength=size)

@@ -132,7 +132,8 @@ class CalibratedDesign(Design):
 
 
 def _key(design: Design, margin: str | Sequence[str]) -> tuple[str, pl.Series]:
-    """A margin's name and its category label per row (joint margins joined with ':')."""
+    """A margin's name and its category label per row (joint margins joined with ':'); a single
+    string, categorical or enum column is returned as it is (its codes are read directly)."""
     cols = [margin] if isinstance(margin, str) else list(margin)
     for c in cols:
         if c not in design.data.columns:
@@ -140,10 +141,31 @@ def _key(design: Design, margin: str | Sequence[str]) -> tuple[str, pl.Series]:
         if design.data.get_column(c).null_count():
             raise WeightingError(f"margin {c!r} has missing values")
     name = ":".join(cols)
+    if len(cols) == 1:
+        col = design.data.get_column(cols[0])
+        if col.dtype in (pl.String, pl.Categorical) or isinstance(col.dtype, pl.Enum):
+            return name, col
+        return name, col.cast(pl.String)
     labels = design.data.select(
         pl.concat_str([pl.col(c).cast(pl.String) for c in cols], separator=":")
     ).to_series()
     return name, labels
+
+
+def _label_codes(labels: pl.Series, index: Mapping[str, int]) -> IntArray:
+    """``index[label]`` per row (-1 for a label not in ``index``), through the column's enum
+    codes: one hash of each row's string, then a gather."""
+    if isinstance(labels.dtype, pl.Enum):
+        enum = labels
+    else:
+        text = labels.cast(pl.String)
+        enum = text.cast(pl.Enum(text.unique().sort().to_list()))
+    assert isinstance(enum.dtype, pl.Enum)
+    categories = [str(c) for c in enum.dtype.categories.to_list()]
+    lookup = np.array([index.get(c, -1) for c in categories], dtype=np.int64)
+    physical = enum.to_physical().cast(pl.Int64).to_numpy()
+    codes: IntArray = lookup[physical]
+    return codes
 
 
 def _codes(
@@ -155,9 +177,11 @@ def _codes(
     if np.any(~np.isfinite(targets)) or np.any(targets < 0):
         raise WeightingError(f"margin {name!r}: population counts must be finite and >= 0")
     index = {c: i for i, c in enumerate(cats)}
-    codes = labels.replace_strict(index, default=-1, return_dtype=pl.Int64).to_numpy()
+    codes = _label_codes(labels, index)
     if np.any(codes < 0):
-        unknown = sorted(str(v) for v in labels.filter(pl.Series(codes < 0)).unique().to_list())
+        unknown = sorted(
+            str(v) for v in labels.cast(pl.String).filter(pl.Series(codes < 0)).unique().to_list()
+        )
         raise WeightingError(
             f"margin {name!r}: categories {unknown} are in the sample but have no population count"
         )
@@ -220,38 +244,84 @@ def post_stratify(
     return CalibratedDesign.derive(design, new, step)
 
 
-def _rake_weights(
-    w0: FloatArray,
+@dataclass(frozen=True)
+class _Cells:
+    """The cross-classification of the raking margins: each row's cell and each cell's category
+    on every margin. Raking multiplies every row of a cell by the same factor, so it runs on the
+    table of cell totals and touches the rows once at the end."""
+
+    cell: IntArray
+    n_cells: int
+    margin_codes: list[IntArray]
+
+    @classmethod
+    def of(cls, keyed: list[tuple[str, IntArray, FloatArray]], n: int) -> _Cells:
+        sizes = [len(t) for _, _, t in keyed]
+        space = float(np.prod(sizes, dtype=np.float64))
+        cell = np.zeros(n, dtype=np.int64)
+        for (_, codes, _), k in zip(keyed, sizes, strict=True):
+            cell = cell * k + codes
+        if space <= 4 * n + 1024:  # codes are dense enough: no sort
+            n_cells = int(space)
+            index = np.arange(n_cells, dtype=np.int64)
+        else:
+            index, inverse = np.unique(cell, return_inverse=True)
+            cell = inverse.reshape(-1).astype(np.int64)
+            n_cells = len(index)
+        margin_codes = [c.astype(np.int64) for c in np.unravel_index(index, sizes)]
+        return cls(cell, n_cells, margin_codes)
+
+
+def _rake_table(
+    table0: FloatArray,
+    cells: _Cells,
     keyed: list[tuple[str, IntArray, FloatArray]],
-    cell: IntArray,
-    n_cells: int,
     max_iter: int,
     tol: float,
 ) -> tuple[FloatArray, list[FloatArray], int]:
-    """Raked weights, the weights after each margin's post-stratification in the last sweep, and
-    the number of sweeps."""
-    w = w0
-    old_table = np.bincount(cell, weights=w, minlength=n_cells)
+    """Iterated post-stratification of the cell table ``table0`` (R's stopping rule: the change
+    of the cross-table below ``tol``). Returns each cell's factor, the factors after each margin
+    in the last sweep, and the number of sweeps."""
+    factor = np.ones(cells.n_cells)
+    table = table0
     after: list[FloatArray] = []
     for sweep in range(max_iter):
+        old = table
         after = []
-        for _, codes, targets in keyed:
-            w = _poststratify_weights(w, codes, targets)
-            after.append(w)
-        new_table = np.bincount(cell, weights=w, minlength=n_cells)
-        if float(np.max(np.abs(new_table - old_table))) < tol:
-            return w, after, sweep + 1
-        old_table = new_table
+        for (_, _, targets), codes in zip(keyed, cells.margin_codes, strict=True):
+            counts = np.bincount(codes, weights=table, minlength=len(targets))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(counts > 0, targets / counts, 0.0)
+            factor = factor * ratio[codes]
+            table = table0 * factor
+            after.append(factor)
+        if float(np.max(np.abs(table - old))) < tol:
+            return factor, after, sweep + 1
     worst = max(
-        keyed,
+        zip(keyed, cells.margin_codes, strict=True),
         key=lambda m: float(
-            np.max(np.abs(np.bincount(m[1], weights=w, minlength=len(m[2])) - m[2]))
+            np.max(np.abs(np.bincount(m[1], weights=table, minlength=len(m[0][2])) - m[0][2]))
         ),
     )
     raise WeightingError(
-        f"raking did not converge after {max_iter} iterations; margin {worst[0]!r} is "
+        f"raking did not converge after {max_iter} iterations; margin {worst[0][0]!r} is "
         f"furthest from its population counts"
     )
+
+
+def _rake_weights(
+    w0: FloatArray,
+    keyed: list[tuple[str, IntArray, FloatArray]],
+    cells: _Cells,
+    max_iter: int,
+    tol: float,
+) -> tuple[FloatArray, list[FloatArray], int]:
+    """Raked weights, each margin's factor per cell after its post-stratification in the last
+    sweep, and the number of sweeps."""
+    table0 = np.bincount(cells.cell, weights=w0, minlength=cells.n_cells).astype(np.float64)
+    factor, after, sweeps = _rake_table(table0, cells, keyed, max_iter, tol)
+    new: FloatArray = w0 * factor[cells.cell]
+    return new, after, sweeps
 
 
 def _rake_residual(
@@ -328,38 +398,40 @@ def rake(
                 f"margin {name!r}: population counts sum to {s:.15g}, but margin "
                 f"{keyed[0][0]!r} sums to {sums[0]:.15g}; the targets are inconsistent"
             )
-    # the cross-table of all margins, for R's convergence check
-    cell = np.zeros(design.n, dtype=np.int64)
-    for _, codes, targets in keyed:
-        cell = cell * len(targets) + codes
-    _, cell = np.unique(cell, return_inverse=True)
-    cell = cell.reshape(-1).astype(np.int64)
-    n_cells = int(cell.max()) + 1
+    cells = _Cells.of(keyed, design.n)
     tol = epsilon if epsilon >= 1 else epsilon * float(w0.sum())
+    w, after, sweeps = _rake_weights(w0, keyed, cells, max_iter, tol)
 
-    w, after, sweeps = _rake_weights(w0, keyed, cell, n_cells, max_iter, tol)
-    # Rows with zero weight (e.g. nonrespondents kept as rows) are outside the sample: they are left
-    # out of R's within-category averages (R itself gives NaN there), so a design with zero-weight
-    # rows gives the SE of R's design without those rows.
-    projections: list[tuple[IntArray, FloatArray, npt.NDArray[np.bool_], FloatArray, int]] = [
-        (
-            codes,
-            np.where(psw > 0, psw, 1.0).astype(np.float64),
-            psw > 0,
-            np.bincount(codes, weights=(psw > 0).astype(np.float64), minlength=len(targets)).astype(
-                np.float64
-            ),
-            len(targets),
-        )
-        for (_, codes, targets), psw in zip(keyed, after, strict=True)
-    ]
+    def residual(x: FloatArray) -> FloatArray:
+        # Built on first use: rows with zero weight (e.g. nonrespondents kept as rows) are
+        # outside the sample and left out of R's within-category averages (R gives NaN there),
+        # so a design with zero-weight rows gives the SE of R's design without those rows.
+        if not lazy:
+            projections: list[
+                tuple[IntArray, FloatArray, npt.NDArray[np.bool_], FloatArray, int]
+            ] = []
+            for (_, codes, targets), factor in zip(keyed, after, strict=True):
+                psw = w0 * factor[cells.cell]
+                pos = psw > 0
+                n_k = np.bincount(codes, weights=pos.astype(np.float64), minlength=len(targets))
+                projections.append(
+                    (
+                        codes,
+                        np.where(pos, psw, 1.0).astype(np.float64),
+                        pos,
+                        n_k.astype(np.float64),
+                        len(targets),
+                    )
+                )
+            lazy.append(_rake_residual(projections))
+        return lazy[0](x)
 
-    residual = _rake_residual(projections)
+    lazy: list[Residual] = []
 
     names = ", ".join(name for name, _, _ in keyed)
 
     def reweight(w_in: FloatArray) -> FloatArray:
-        return _rake_weights(w_in, keyed, cell, n_cells, max_iter, tol)[0]
+        return _rake_weights(w_in, keyed, cells, max_iter, tol)[0]
 
     error = max(
         float(np.max(np.abs(np.bincount(codes, weights=w, minlength=len(t)) - t)))

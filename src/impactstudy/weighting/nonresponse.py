@@ -84,7 +84,8 @@ def nonresponse_adjust(
     the adjustment on any weight vector (replicate weights included).
     """
     r = _respondent(design, respondent)
-    name, labels = _key(design, classes)
+    name, key = _key(design, classes)
+    labels = key.cast(pl.String)
     label_list = [str(v) for v in labels.unique().sort().to_list()]
     codes = (
         labels.replace_strict({lab: i for i, lab in enumerate(label_list)}, return_dtype=pl.Int64)
