@@ -299,6 +299,68 @@ def run(study: str | None, seed: int | None, out: str) -> None:
     )
 
 
+@cli.command()
+@click.argument("figures", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--rules",
+    "rules_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Rules TOML (default: the bundled WeChat 2018 rules).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the findings table to this CSV file.",
+)
+@_friendly
+def audit(figures: str | None, rules_path: str | None, out: str | None) -> None:
+    """Check identities among published figures: multiples against CAGRs, shares against
+    denominators, parts against totals, growth chains.
+
+    FIGURES is a CSV with columns id and value (text such as "约11%", "2235万" is parsed;
+    optional unit and quote columns). Without it the bundled figures of the 2019 WeChat
+    Employment Impact Report (CAICT and Tencent) are audited. Conflicts are listed first.
+    Exit code 0 whatever the verdicts; 2 on bad input.
+
+    \b
+    Examples:
+      impactstudy audit
+      impactstudy audit my_figures.csv --rules my_rules.toml --out findings.csv
+    """
+    from impactstudy.impact.audit import AuditError, bundled_figures, load_rules, read_figures
+    from impactstudy.impact.audit import audit as run_audit
+
+    path = Path(figures) if figures else bundled_figures()
+    try:
+        rules = load_rules(rules_path)
+        findings = run_audit(read_figures(path), rules, source=str(path))
+        if out:
+            findings.with_columns(findings["figures"].list.join("; ").alias("figures")).write_csv(
+                out
+            )
+    except AuditError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_PROBLEMS)
+    except OSError as exc:
+        click.echo(f"error: cannot write {out}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_PROBLEMS)
+    counts = {v: int((findings["verdict"] == v).sum()) for v in ("conflict", "tension")}
+    n = findings.height
+    click.echo(
+        f"{n} check{'s' if n != 1 else ''} of {path.name} against {Path(rules.source).name}: "
+        f"{counts['conflict']} conflict, {counts['tension']} tension, "
+        f"{n - counts['conflict'] - counts['tension']} consistent"
+    )
+    for row in findings.iter_rows(named=True):
+        click.echo(
+            f"{row['verdict']:<10}  {row['check']}  [{row['kind']}: {', '.join(row['figures'])}]"
+        )
+        click.echo(f"            {row['explanation_en']}")
+        click.echo(f"            {row['explanation_zh']}")
+
+
 def weighting_table(weighted: WeightedSample) -> str:
     """Per group: n, population, weight range and Kish's design effect of weighting."""
     lines = [f"{'group':<16}{'n':>7}{'population':>16}{'min w':>12}{'max w':>12}{'deff_w':>8}"]

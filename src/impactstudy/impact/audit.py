@@ -721,29 +721,34 @@ def _fn(text: str) -> tuple[Callable[[Mapping[str, float]], float], list[str]]:
 def _implied_and_stated(
     c: Check,
 ) -> tuple[Callable[[Mapping[str, float]], float], Callable[[Mapping[str, float]], float], str]:
-    """The implied value's function, the stated value's function and the implied label."""
+    """The implied value's function, the stated value's function and the implied formula."""
     f = {k: _fn(v)[0] for k, v in c.exprs.items()}
+    x = c.exprs
     n = c.years
     if c.kind == "multiple_vs_cagr":
-        return (
-            (lambda e: f["multiple"](e) ** (1 / n) - 1),
-            f["cagr"],
-            f"CAGR of the multiple over {n:g} years",
-        )
+        label = f"({x['multiple']})^(1/{n:g}) − 1"
+        return (lambda e: f["multiple"](e) ** (1 / n) - 1), f["cagr"], label
     if c.kind == "growth":
-        label = "growth" if n == 1 else f"CAGR over {n:g} years"
+        label = (
+            f"{x['end']}/{x['start']} − 1" if n == 1 else f"({x['end']}/{x['start']})^(1/{n:g}) − 1"
+        )
         return (lambda e: (f["end"](e) / f["start"](e)) ** (1 / n) - 1), f["growth"], label
     if c.kind == "share_of":
         if c.solve == "whole":
-            return (lambda e: f["part"](e) / f["share"](e)), f["whole"], "part / share"
+            label = f"{x['part']}/{x['share']}"
+            return (lambda e: f["part"](e) / f["share"](e)), f["whole"], label
         if c.solve == "part":
-            return (lambda e: f["share"](e) * f["whole"](e)), f["part"], "share × whole"
-        return (lambda e: f["part"](e) / f["whole"](e)), f["share"], "part / whole"
+            label = f"{x['share']} × {x['whole']}"
+            return (lambda e: f["share"](e) * f["whole"](e)), f["part"], label
+        label = f"{x['part']}/{x['whole']}"
+        return (lambda e: f["part"](e) / f["whole"](e)), f["share"], label
     if c.kind == "sum_to":
-        parts = [f[k] for k in c.exprs if k.startswith("part")]
-        return (lambda e: sum(p(e) for p in parts)), f["total"], "sum of parts"
+        keys = [k for k in c.exprs if k.startswith("part")]
+        parts = [f[k] for k in keys]
+        label = " + ".join(x[k] for k in keys)
+        return (lambda e: sum(p(e) for p in parts)), f["total"], label
     if c.kind == "part_le_total":
-        return f["part"], f["total"], "part"
+        return f["part"], f["total"], x["part"]
 
     def residual(e: Mapping[str, float]) -> float:
         t1, p1 = f["total"](e), f["part"](e)
@@ -751,7 +756,8 @@ def _implied_and_stated(
         p0 = p1 / (1 + f["part_growth"](e))
         return (t1 - p1) / (t0 - p0) - 1
 
-    return residual, f["bound"], "growth of the remainder (total − part)"
+    label = f"growth of {x['total']} − {x['part']}"
+    return residual, f["bound"], label
 
 
 def _run(c: Check, env: Mapping[str, Printed], quote_of: Mapping[str, str]) -> dict[str, Any]:
@@ -789,23 +795,24 @@ def _run(c: Check, env: Mapping[str, Printed], quote_of: Mapping[str, str]) -> d
     disp = _display(c, env)
     imp_t, st_t = _show(imp.point, disp), _show(st.point, disp)
     adm = f"{_show(imp.lo, disp)}–{_show(imp.hi, disp)}"
-    st_adm = f"{_show(st.lo, disp)}–{_show(st.hi, disp)}"
+    st_adm = f" ({_show(st.lo, disp)}–{_show(st.hi, disp)})" if st.lo != st.hi else ""
+    st_adm_zh = f"（{_show(st.lo, disp)}–{_show(st.hi, disp)}）" if st.lo != st.hi else ""
     names = c.names()
     en_rel = {"≈": "≈", ">": ">", ">=": "≥", "<": "<", "<=": "≤"}[rel]
     words_en = {
         "consistent": "consistent",
-        "tension": "holds only at the edge of the printed rounding"
+        "tension": "fails at the printed values, holds only within their rounding"
         if interval_ok
         else "outside the plausible bound",
         "conflict": "no values within the printed rounding satisfy it",
     }[verdict]
     words_zh = {
         "consistent": "一致",
-        "tension": "仅在印刷舍入的边缘成立" if interval_ok else "超出合理范围",
+        "tension": "按印刷数值不成立，仅在舍入范围内成立" if interval_ok else "超出合理范围",
         "conflict": "印刷舍入范围内无解，矛盾",
     }[verdict]
-    en = f"{label} = {imp_t} (admissible {adm}) vs stated {en_rel} {st_t} ({st_adm}): {words_en}"
-    zh = f"推算值 {imp_t}（舍入容许范围 {adm}），报告值 {en_rel} {st_t}（{st_adm}）：{words_zh}"
+    en = f"{label} = {imp_t} (admissible {adm}) vs stated {en_rel} {st_t}{st_adm}: {words_en}"
+    zh = f"推算值 {imp_t}（舍入容许范围 {adm}），报告值 {en_rel} {st_t}{st_adm_zh}：{words_zh}"
     if c.note_en:
         en += f". {c.note_en}"
     if c.note_zh:
