@@ -301,6 +301,7 @@ def design_df(
     n_domains: int = 1,
     *,
     key: IntArray | None = None,
+    present: BoolArray | None = None,
 ) -> IntArray:
     """Degrees of freedom of each domain (R's ``degf`` of the domain's subset design).
 
@@ -310,7 +311,9 @@ def design_df(
     the number of replicates minus one, which is the same for the whole sample of a JK1 design but
     larger for domains that miss some PSUs).
     ``codes`` are the rows' domains (0..n_domains-1; all one domain without them); ``key``, if
-    given, is ``first-stage PSU * n_domains + codes``, already computed by the caller.
+    given, is ``first-stage PSU * n_domains + codes``, already computed by the caller, and
+    ``present`` (first-stage PSUs x domains), if given, which of them hold a row of the domain
+    with a positive weight.
     """
     if design.replicates is not None:
         return _replicate_df(design.replicates.weights, codes, n_domains)
@@ -319,10 +322,11 @@ def design_df(
     n_strata = int(first.stratum.max()) + 1
     if key is None:
         key = first.psu if codes is None else first.psu * n_domains + codes
-    positive = design.weights > 0
-    if not positive.all():
-        key = key[positive]
-    present = np.bincount(key, minlength=n_psu * n_domains).reshape(n_psu, n_domains) > 0
+    if present is None:
+        positive = design.weights > 0
+        if not positive.all():
+            key = key[positive]
+        present = np.bincount(key, minlength=n_psu * n_domains).reshape(n_psu, n_domains) > 0
     strata_present = np.zeros((n_strata, n_domains), dtype=np.int64)
     np.add.at(strata_present, first.stratum[first.psu_first], present.astype(np.int64))
     out: IntArray = present.sum(axis=0) - (strata_present > 0).sum(axis=0)
@@ -858,8 +862,9 @@ def _by_fast(
         positive = w > 0
         if positive.all():  # shared by every variable without missing values
             if all_rows is None:
-                all_rows = np.bincount(codes, minlength=n_dom).astype(np.int64)
-                all_present = np.bincount(key, minlength=size).reshape(n_cl, n_dom) > 0
+                per_cell = np.bincount(key, minlength=size).reshape(n_cl, n_dom)
+                all_rows = per_cell.sum(axis=0).astype(np.int64)
+                all_present = per_cell > 0
             n_used, in_cluster = all_rows, all_present
         else:
             n_used = np.bincount(codes[positive], minlength=n_dom).astype(np.int64)
@@ -867,6 +872,7 @@ def _by_fast(
         present_cols.append(np.repeat(in_cluster[:, :, None], k, axis=2))
         if block.values is not None:
             y = block.values[:, 0]
+            multi_done = False
             if n_dom == 1:  # one domain: plain sums, no bincount by domain
                 w_dom = np.array([w.sum()])
                 _check_domain_weight(statistic, w_dom, names, label, v)
@@ -878,19 +884,34 @@ def _by_fast(
                 if statistic == "total":
                     s_wy = _wsum(key, w * y, minlength=size)
             else:
-                w_dom = _wsum(codes, w, minlength=n_dom)
+                # per (cluster, domain) sums of w, w y' and w y'^2 with y' = y - m (m the overall
+                # weighted mean, so that centring within domains loses no digits): the domain
+                # scores are their combinations, with no second pass over the rows
+                total_w = w.sum()
+                m = float(w @ y) / total_w if total_w > 0 else 0.0
+                shifted = y - m
+                wy = w * shifted
+                s_w = _wsum(key, w, minlength=size).reshape(n_cl, n_dom)
+                s_wys = _wsum(key, wy, minlength=size).reshape(n_cl, n_dom)
+                s_wyy = _wsum(key, wy * shifted, minlength=size).reshape(n_cl, n_dom)
+                w_dom = s_w.sum(axis=0)
                 _check_domain_weight(statistic, w_dom, names, label, v)
-                if statistic == "mean":
-                    t_dom = _wsum(codes, w * y, minlength=n_dom)
-                else:
-                    s_wy = _wsum(key, w * y, minlength=size)
-                    t_dom = s_wy.reshape(n_cl, n_dom).sum(axis=0)
+                t_shift = s_wys.sum(axis=0)
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    centre = np.nan_to_num(t_dom / w_dom)
-                dev = y - centre[codes]
-                wc = w * dev  # the centred scores, before dividing by W_d
-                ss = _wsum(codes, wc * dev, minlength=n_dom)[:, None]
-            if statistic == "mean":
+                    centre_shift = np.nan_to_num(t_shift / w_dom)
+                ss = (s_wyy.sum(axis=0) - centre_shift * t_shift)[:, None]
+                if statistic == "mean":
+                    est = (m + centre_shift)[:, None]
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        scores_cd = (s_wys - centre_shift[None, :] * s_w) / w_dom[None, :]
+                    tot = scores_cd[:, :, None]
+                else:
+                    est = (t_shift + m * w_dom)[:, None]
+                    tot = (s_wys + m * s_w)[:, :, None]
+                multi_done = True
+            if multi_done:
+                pass
+            elif statistic == "mean":
                 est = centre[:, None]
                 scores = _wsum(key, wc, minlength=size)
                 tot = (scores.reshape(n_cl, n_dom) / w_dom[None, :])[:, :, None]
@@ -930,7 +951,14 @@ def _by_fast(
     present = np.concatenate(present_cols, axis=2).reshape(n_cl, -1)
     var = variance(cluster_design, flat, _no_replicates, est_all.reshape(-1), present=present)
     one_stage = cluster is design.stages[0].psu
-    df = design_df(design, codes, n_dom, key=key if one_stage else None)
+    shared = one_stage and all_present.size > 0 and len(ys) == 1
+    df = design_df(
+        design,
+        codes,
+        n_dom,
+        key=key if one_stage else None,
+        present=all_present if shared else None,
+    )
     return (
         est_all,
         var.reshape(est_all.shape),
