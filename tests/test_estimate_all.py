@@ -13,8 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from impactstudy.estimate import Design, mean, ratio, total
-from impactstudy.estimate.batch import Estimates, estimate_all
+from impactstudy.estimate import Design, Estimates, estimate_all, mean, ratio, total
 from impactstudy.forms import parse
 from impactstudy.forms.vector import column_kinds, to_polars
 from impactstudy.quality import ValidSample, screen

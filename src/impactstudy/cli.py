@@ -268,7 +268,7 @@ def run(study: str | None, seed: int | None, out: str) -> None:
     Example:
       impactstudy run --out out/
     """
-    from impactstudy.estimate.batch import estimate_all
+    from impactstudy.estimate import estimate_all
     from impactstudy.quality import screen
     from impactstudy.study import load
     from impactstudy.weighting import weight
