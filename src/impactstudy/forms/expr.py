@@ -723,6 +723,19 @@ class Expression:
         tree = rewrite(self.tree)
         return _expression(self.source, tree)
 
+    def bare_as_refs(self) -> Expression:
+        """The same expression with every bare name read as a column reference: how a model
+        formula (``est.W088 * param.deadweight``) is evaluated over a table of draws."""
+
+        def rewrite(n: Node) -> Node:
+            if n.kind == "bare":
+                return Node("ref", n.value)
+            if n.args:
+                return Node(n.kind, n.value, tuple(rewrite(a) for a in n.args))
+            return n
+
+        return _expression(self.source, rewrite(self.tree))
+
     def boolean(self, scope: Scope) -> bool:
         return to_boolean(self.evaluate(scope))
 

@@ -29,6 +29,7 @@ from impactstudy.study.model import (
 )
 from impactstudy.study.simspec import SimulationFile
 from impactstudy.study.tables import Column, Table, duplicates, read_table, read_text
+from impactstudy.study.units import DIMENSIONLESS, Unit, UnitError, formula_unit, parse_unit
 
 __all__ = ["StudyError", "load"]
 
@@ -669,7 +670,52 @@ def _load_model(
             file="model.toml",
             key=f"quantity.{cycle[0]}.formula",
         )
+    if not ld.problems:
+        _check_units(ld, model, frames, indicators, history)
     return model
+
+
+def _check_units(
+    ld: _Loader,
+    model: schema.ModelFile,
+    frames: Frames,
+    indicators: dict[str, Indicator],
+    history: list[HistoryPoint],
+) -> None:
+    """Every quantity's formula has the unit it declares, and sums join equal units."""
+    hist_units = {f"{h.series}.{h.year}": h.unit for h in history}
+
+    def unit_of(name: str) -> Unit:
+        space, _, rest = name.partition(".")
+        if space == "est":
+            spec = indicators[rest].spec
+            # a proportion is a fraction in formulas, whatever unit it is shown in
+            return DIMENSIONLESS if spec.statistic == "proportion" else parse_unit(spec.unit)
+        if space == "frame":
+            if rest.startswith("population."):
+                return parse_unit(frames.populations[rest.split(".", 1)[1]].unit)
+            return parse_unit(frames.statistics[rest].unit)
+        if space == "param":
+            return parse_unit(model.param[rest].unit)
+        if space == "hist":
+            return parse_unit(hist_units[rest])
+        return parse_unit(model.quantity[name].unit)
+
+    for name, q in model.quantity.items():
+        key = f"quantity.{name}.formula"
+        try:
+            declared = parse_unit(q.unit)
+            got = formula_unit(parse(q.formula, bare_names="model").tree, unit_of)
+        except UnitError as exc:
+            ld.add(f"quantity {name!r}: {exc}", file="model.toml", key=key)
+            continue
+        if not got.same(declared):
+            ld.add(
+                f"quantity {name!r}: the formula gives {got}, but the unit is {q.unit!r} "
+                f"({declared})",
+                file="model.toml",
+                key=f"quantity.{name}.unit",
+            )
 
 
 def _find_cycle(deps: dict[str, set[str]]) -> list[str] | None:
