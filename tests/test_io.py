@@ -397,3 +397,13 @@ def test_perturbation_bad_input() -> None:
         io.perturb_coefficients(np.eye(2) * 0.1, alpha=0.0, draws=2, seed=1)
     with pytest.raises(io.IOTableError, match=">= 0"):
         io.perturb_coefficients(-np.eye(2), alpha=1.0, draws=2, seed=1)
+
+
+def test_shipped_data_keeps_nbs_attribution_and_provenance() -> None:
+    attribution = (DATA / "ATTRIBUTION").read_text(encoding="utf-8")
+    sources = (DATA / "SOURCES.md").read_text(encoding="utf-8")
+    for text in (attribution, sources):
+        assert "数据来源：国家统计局" in text and "ionet" in text
+    assert "数据来源：国家统计局" in io.ATTRIBUTION
+    for name in io.TABLES.values():
+        assert (DATA / name).is_file()
