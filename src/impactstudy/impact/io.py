@@ -779,3 +779,44 @@ def indirect_jobs_draws(
         parts = [run(s) for s in specs]
     out = np.concatenate(parts)
     return out[:, 0] if single else out
+
+
+def leontief_rows_draws(
+    A: ArrayLike,
+    weights: ArrayLike,
+    *,
+    alpha: float,
+    draws: int,
+    seed: int,
+    workers: int = 2,
+    block: int = DRAW_BLOCK,
+) -> Float:
+    """``w_k′ L_r`` for every row ``w_k`` of ``weights`` (m, n) and every perturbed draw ``A_r``
+    of :func:`perturb_coefficients` (same seed, same draws): shape (draws, m, n).
+
+    One batched solve of ``(I − A_r)ᵀ V = Wᵀ`` per block of draws, however many rows: with
+    ``l`` and the unit vectors of some sectors as rows, the indirect jobs per unit of output of
+    every sector under every exclusion of those sectors follow from one pass of draws
+    (``lk′L = l′L − Σ_e l_e e_e′L``).
+    """
+    At, support, conc, colsum = _perturb_setup(A, alpha)
+    n = At.shape[0]
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if w.shape[1] != n:
+        raise IOTableError(f"weights must have {n} columns, got shape {w.shape}")
+    eye = np.eye(n)
+
+    def run(spec: tuple[int, int]) -> Float:
+        b, size = spec
+        pt = _dirichlet_block(At, support, conc, colsum, size, seed, b)
+        np.subtract(eye, pt, out=pt)  # (I − A_r)ᵀ, in place
+        v = np.linalg.solve(pt, np.broadcast_to(w.T, (size, n, w.shape[0])))
+        return np.ascontiguousarray(v.transpose(0, 2, 1))
+
+    specs = _blocks(draws, block)
+    if workers > 1 and len(specs) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(run, specs))
+    else:
+        parts = [run(s) for s in specs]
+    return np.concatenate(parts)

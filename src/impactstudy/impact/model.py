@@ -12,6 +12,7 @@ at their central values.
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
 from collections.abc import Mapping, Sequence
@@ -21,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+from numpy.typing import NDArray
 
 from impactstudy.forms import parse
 from impactstudy.forms.vector import to_polars
+from impactstudy.impact import io as iot
 from impactstudy.study import Study
 from impactstudy.study.schema import ModelFile, Prior
 
@@ -98,12 +101,16 @@ def draw_prior(prior: Prior, size: int, rng: np.random.Generator) -> FloatArray:
 
 
 def _order(model: ModelFile) -> list[str]:
-    """Quantities in an order where each comes after those its formula names (the loader has
-    refused cycles)."""
-    deps = {
-        name: {b for b in parse(q.formula, bare_names="model").bare_names if b in model.quantity}
-        for name, q in model.quantity.items()
-    }
+    """Quantities and IO jobs (``io.<name>``) in an order where each comes after what it reads
+    (the loader has refused cycles)."""
+    jobs = model.io.jobs if model.io is not None else {}
+    deps: dict[str, set[str]] = {}
+    for name, q in model.quantity.items():
+        names = parse(q.formula, bare_names="model").bare_names
+        deps[name] = {b for b in names if b in model.quantity}
+        deps[name] |= {f"io.{b[3:].removesuffix('_induced')}" for b in names if b.startswith("io.")}
+    for jname, job in jobs.items():
+        deps[f"io.{jname}"] = {job.input}
     done: list[str] = []
     seen: set[str] = set()
 
@@ -111,11 +118,11 @@ def _order(model: ModelFile) -> list[str]:
         if name in seen:
             return
         seen.add(name)
-        for d in sorted(deps[name]):
+        for d in sorted(deps.get(name, ())):
             visit(d)
         done.append(name)
 
-    for name in model.quantity:
+    for name in deps:
         visit(name)
     return done
 
@@ -124,7 +131,7 @@ def _inputs(model: ModelFile) -> list[str]:
     names: set[str] = set()
     for q in model.quantity.values():
         names |= {b for b in parse(q.formula, bare_names="model").bare_names}
-    return sorted(n for n in names if n not in model.quantity)
+    return sorted(n for n in names if n not in model.quantity and not n.startswith("io."))
 
 
 class _Estimates:
@@ -182,15 +189,109 @@ def _constant(study: Study, name: str) -> float:
     raise ModelError(f"no value for {name!r}")
 
 
-def _evaluate(model: ModelFile, order: list[str], frame: pl.DataFrame) -> pl.DataFrame:
-    """Every quantity as a column of ``frame`` (one row per draw or scenario)."""
+def _evaluate(
+    model: ModelFile, order: list[str], frame: pl.DataFrame, io: _IOJobs | None
+) -> pl.DataFrame:
+    """Every quantity (and IO job) as a column of ``frame`` (one row per draw or scenario)."""
     for name in order:
+        if name.startswith("io."):
+            assert io is not None
+            frame = frame.with_columns(io.columns(name[3:], frame))
+            continue
         ex = parse(model.quantity[name].formula, bare_names="model").bare_as_refs()
         kinds = {r: "number" for r in ex.refs}
         frame = frame.with_columns(
             to_polars(ex, kinds, result="number").cast(pl.Float64).alias(name)  # type: ignore[arg-type]
         )
     return frame
+
+
+class _IOJobs:
+    """The IO jobs of model.toml: per draw, jobs per unit of each split sector's output (or
+    spending), from the Dirichlet-perturbed table (`impactstudy.impact.io`); the central row uses
+    the table as published. Type II induced jobs use the published table."""
+
+    def __init__(self, model: ModelFile, size: int, seed: int, central: bool) -> None:
+        spec = model.io
+        assert spec is not None
+        self.spec = spec
+        table = _table(spec.year, spec.sectors)
+        l_all = iot.employment_coefficients(table, spec.year)
+        self.per_unit: dict[str, FloatArray] = {}  # job -> (rows, k) jobs per 万元 of f_j
+        self.induced: dict[str, FloatArray] = {}
+        self.scale: dict[str, FloatArray] = {}  # job -> (k,) 万元 of f_j per unit of input
+        all_excluded = tuple(
+            sorted(
+                {
+                    int(e)
+                    for name, job in spec.jobs.items()
+                    for e in _positions(table, job.exclude, f"io.jobs.{name}.exclude")
+                }
+            )
+        )
+        for name, job in spec.jobs.items():
+            where = f"io.jobs.{name}"
+            cols = _positions(table, list(job.split), f"{where}.split")
+            excluded = _positions(table, job.exclude, f"{where}.exclude")
+            keep = np.ones(table.n)
+            keep[excluded] = 0.0
+            unit = np.zeros((len(cols), table.n))
+            unit[np.arange(len(cols)), cols] = 1.0
+            if central:
+                m = ((keep * l_all) @ (table.L - np.eye(table.n)))[cols][None, :]
+            else:
+                rows = _io_rows(spec.year, spec.sectors, spec.alpha, size, seed, all_excluded)
+                at = [all_excluded.index(int(e)) + 1 for e in excluded]
+                # lk′L_r = l′L_r − Σ_e l_e e_e′L_r, then minus lk (the direct part)
+                lkl = rows[:, 0, :] - np.einsum("e,ren->rn", l_all[excluded], rows[:, at, :])
+                m = (lkl - (keep * l_all)[None, :])[:, cols]
+            shares = np.array(list(job.split.values()))
+            if job.kind == "indirect":  # route A: f_j = D share_j / l_j (万元)
+                self.scale[name] = shares / l_all[cols]
+                self.per_unit[name] = m
+            else:  # spending in yuan: f_j = C share_j / 1e4 (万元); jobs l'L f
+                self.scale[name] = shares / 1e4
+                self.per_unit[name] = m + (keep * l_all)[cols][None, :]
+            if job.induced:
+                l2 = iot.type2_leontief(table)
+                self.induced[name] = ((keep * l_all) @ (l2 - table.L))[cols]
+
+    def columns(self, name: str, frame: pl.DataFrame) -> list[pl.Series]:
+        job = self.spec.jobs[name]
+        x = frame.get_column(job.input).to_numpy()
+        f = x[:, None] * self.scale[name][None, :]  # rows x k, 万元
+        per_unit = self.per_unit[name]
+        rows = per_unit if per_unit.shape[0] == len(x) else np.broadcast_to(per_unit, f.shape)
+        out = [pl.Series(f"io.{name}", (rows * f).sum(axis=1))]
+        if name in self.induced:
+            out.append(pl.Series(f"io.{name}_induced", f @ self.induced[name]))
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def _table(year: int, sectors: int) -> iot.IOTable:
+    return iot.load_table(year, sectors)
+
+
+def _positions(table: iot.IOTable, codes: list[str], key: str) -> NDArray[np.intp]:
+    known = set(table.codes)
+    unknown = [c for c in codes if c not in known]
+    if unknown:
+        raise ModelError(f"model.toml {key}: sectors {unknown} are not in the {table.source} table")
+    return table.index(codes) if codes else np.zeros(0, dtype=np.intp)
+
+
+@functools.lru_cache(maxsize=4)
+def _io_rows(
+    year: int, sectors: int, alpha: float, size: int, seed: int, excluded: tuple[int, ...]
+) -> FloatArray:
+    """Per draw, ``l′L_r`` and ``e_e′L_r`` for every sector ``e`` any job excludes: (draws, 1 + E,
+    n), from one batched solve; computed once per run and shared by the presets."""
+    table = _table(year, sectors)
+    l_all = iot.employment_coefficients(table, year)
+    rows = np.vstack([l_all[None, :], np.eye(table.n)[list(excluded)]])
+    out: FloatArray = iot.leontief_rows_draws(table.A, rows, alpha=alpha, draws=size, seed=seed)
+    return out
 
 
 def run_model(
@@ -231,9 +332,11 @@ def run_model(
             columns[name] = np.full(size, value)
             central[name] = value
     order = _order(model)
-    table = _evaluate(model, order, pl.DataFrame(columns))
+    io = _IOJobs(model, size, seed, central=False) if model.io is not None else None
+    io_central = _IOJobs(model, 1, seed, central=True) if model.io is not None else None
+    table = _evaluate(model, order, pl.DataFrame(columns), io)
     scenarios = _scenarios(central, varied, columns)
-    evaluated = _evaluate(model, order, scenarios.drop("input", "side"))
+    evaluated = _evaluate(model, order, scenarios.drop("input", "side"), io_central)
     return ModelRun(
         preset,
         seed,
@@ -279,26 +382,37 @@ def _summary(
     model: ModelFile,
     order: list[str],
     table: pl.DataFrame,
-    central: Mapping[str, object],
+    central: Mapping[str, float],
 ) -> pl.DataFrame:
     lang = study.config.study.default_language
     rows = []
     for name in order:
+        if name.startswith("io."):
+            continue
         q = model.quantity[name]
         x = table.get_column(name).to_numpy()
         p05, p50, p95 = (float(v) for v in np.quantile(x, [LOW, 0.5, HIGH]))
+        published = (
+            _constant(study, q.published)
+            if isinstance(q.published, str)
+            else None
+            if q.published is None
+            else float(q.published)
+        )
         rows.append(
             {
                 "quantity": name,
                 "label": q.label.get(lang, name),
                 "unit": q.unit,
                 "headline": q.headline,
-                "central": float(central[name]),  # type: ignore[arg-type]
+                "central": float(central[name]),
                 "median": p50,
                 "p05": p05,
                 "p95": p95,
                 "mean": float(x.mean()),
                 "sd": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
+                "published": published,
+                "published_inside": None if published is None else p05 <= published <= p95,
                 "formula": q.formula,
             }
         )
@@ -309,7 +423,7 @@ def _tornado(
     model: ModelFile, order: list[str], scenarios: pl.DataFrame, evaluated: pl.DataFrame
 ) -> pl.DataFrame:
     """Per headline quantity and varied input: the quantity at the input's 5% and 95%."""
-    heads = [q for q in order if model.quantity[q].headline]
+    heads = [q for q in order if q in model.quantity and model.quantity[q].headline]
     base = evaluated.row(0, named=True)
     labelled = evaluated.with_columns(scenarios.select("input", "side"))
     rows = []

@@ -654,6 +654,19 @@ def _load_model(
                         file="model.toml",
                         key=key,
                     )
+            elif space == "io" and rest:
+                jobs = model.io.jobs if model.io is not None else {}
+                base = rest.removesuffix("_induced")
+                if base not in jobs or (rest != base and not jobs[base].induced):
+                    ld.add(
+                        f"{bare}: no io.jobs.{base}"
+                        + (" with induced = true" if rest != base and base in jobs else "")
+                        + " in model.toml",
+                        file="model.toml",
+                        key=key,
+                    )
+                elif jobs[base].input in model.quantity:
+                    deps[name].add(jobs[base].input)
             elif bare in model.quantity:
                 deps[name].add(bare)
             else:
@@ -662,6 +675,32 @@ def _load_model(
                     "param.<name>, hist.<series>.<year> or another quantity",
                     file="model.toml",
                     key=key,
+                )
+    if model.io is not None:
+        for jname, job in model.io.jobs.items():
+            jkey = f"io.jobs.{jname}"
+            _languages(ld, job.label, cfg.study.languages, "model.toml", f"{jkey}.label")
+            if job.input not in model.quantity:
+                ld.add(
+                    f"input {job.input!r} is not a quantity of model.toml",
+                    file="model.toml",
+                    key=f"{jkey}.input",
+                )
+            if abs(sum(job.split.values()) - 1.0) > 1e-9:
+                ld.add(
+                    f"split shares sum to {sum(job.split.values()):g}, not 1",
+                    file="model.toml",
+                    key=f"{jkey}.split",
+                )
+    for name, q in model.quantity.items():
+        if isinstance(q.published, str):
+            space, _, rest = q.published.partition(".")
+            if space != "hist" or rest not in hist:
+                ld.add(
+                    f"published {q.published!r} is not a history point (hist.<series>.<year> "
+                    "of history.csv)",
+                    file="model.toml",
+                    key=f"quantity.{name}.published",
                 )
     cycle = _find_cycle(deps)
     if cycle:
@@ -673,6 +712,14 @@ def _load_model(
     if not ld.problems:
         _check_units(ld, model, frames, indicators, history)
     return model
+
+
+def _unit_or_none(text: str, want: Unit) -> bool:
+    """Whether ``text`` reads as the unit ``want`` (an unreadable unit is reported elsewhere)."""
+    try:
+        return parse_unit(text).same(want)
+    except UnitError:
+        return True
 
 
 def _check_units(
@@ -699,8 +746,21 @@ def _check_units(
             return parse_unit(model.param[rest].unit)
         if space == "hist":
             return parse_unit(hist_units[rest])
+        if space == "io":
+            return parse_unit("persons")
         return parse_unit(model.quantity[name].unit)
 
+    if model.io is not None:
+        for jname, job in model.io.jobs.items():
+            want = "persons" if job.kind == "indirect" else "yuan"
+            q = model.quantity.get(job.input)
+            if q is not None and not _unit_or_none(q.unit, parse_unit(want)):
+                ld.add(
+                    f"io.jobs.{jname} ({job.kind}) needs an input in {want}, but quantity "
+                    f"{job.input!r} is in {q.unit!r}",
+                    file="model.toml",
+                    key=f"io.jobs.{jname}.input",
+                )
     for name, q in model.quantity.items():
         key = f"quantity.{name}.formula"
         try:

@@ -394,6 +394,9 @@ class Quantity(Strict):
     unit: str
     formula: str
     headline: bool = False
+    #: the published value this quantity reproduces: a history point (hist.<series>.<year>) or
+    #: the value itself in the quantity's unit (say where it is from in `note`)
+    published: str | float | None = None
     note: str | None = None
 
 
@@ -404,11 +407,44 @@ class ModelSettings(Strict):
     default_preset: str = "net"
 
 
-class InputOutput(Strict):
-    table: str
-    employment: str | None = None
-    sectors: list[str] = []
+class IOJobs(Strict):
+    """Jobs through the input-output table, per draw, from a quantity of the model.
+
+    ``kind="indirect"``: route A of docs/impact-model.md: the quantity is direct jobs (persons)
+    in the ``split`` sectors; the output they imply, f = D / l, gives Type I indirect jobs
+    ``l'(L - I) f``. ``kind="final_demand"``: the quantity is spending (yuan) on the ``split``
+    sectors' products; it gives jobs ``l' L f``. ``exclude``: sectors whose workers are already
+    counted as direct (no jobs are added in them). ``induced``: also the Type II household-closure
+    jobs, reported as ``io.<name>_induced``.
+    """
+
+    label: Text
+    kind: Literal["indirect", "final_demand"]
+    input: str
+    split: Annotated[dict[str, Annotated[float, Field(gt=0)]], Field(min_length=1)]
+    exclude: list[str] = []
+    induced: bool = False
     note: str | None = None
+
+
+class InputOutput(Strict):
+    """The input-output part: which shipped NBS table, and the IO-derived quantities."""
+
+    year: Literal[2017, 2018] = 2017
+    sectors: Literal[42, 149, 153] = 149
+    #: Dirichlet concentration of the perturbation of A's columns (larger: less spread)
+    alpha: Annotated[float, Field(gt=0)] = 200.0
+    jobs: dict[Slug, IOJobs] = {}
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _table_exists(self) -> InputOutput:
+        if (self.year, self.sectors) not in ((2017, 42), (2017, 149), (2018, 42), (2018, 153)):
+            raise ValueError(
+                f"no shipped table for {self.year} with {self.sectors} sectors "
+                "(2017: 42 or 149; 2018: 42 or 153)"
+            )
+        return self
 
 
 class ModelFile(Strict):
