@@ -1,5 +1,28 @@
 """Impact: the economic impact model (direct and input-output jobs, consumption, shares, growth)
-with Monte Carlo uncertainty.
+with Monte Carlo uncertainty, gross and net presets, and the consistency audit.
 
-This stage is built by a later issue; the package marks its place in the pipeline.
+- `run_model(study, estimates, preset=...)` / `run_presets`: model.toml over joint draws of the
+  survey estimates, priors and the perturbed input-output table (`model`).
+- `impactstudy.impact.io`: the NBS input-output tables (数据来源：国家统计局), Leontief Type I/II,
+  jobs per output, route A/B indirect jobs, Dirichlet perturbation.
+- `audit(figures, rules)`: identities among published (or our own) figures (`audit`).
 """
+
+from . import io
+from .audit import AuditError, audit, bundled_figures, bundled_rules, load_rules, parse_printed
+from .model import ModelError, ModelRun, draw_prior, run_model, run_presets
+
+__all__ = [
+    "AuditError",
+    "ModelError",
+    "ModelRun",
+    "audit",
+    "bundled_figures",
+    "bundled_rules",
+    "draw_prior",
+    "io",
+    "load_rules",
+    "parse_printed",
+    "run_model",
+    "run_presets",
+]

@@ -60,6 +60,7 @@ __all__ = [
     "indirect_jobs",
     "indirect_jobs_draws",
     "leontief",
+    "leontief_rows_draws",
     "load_table",
     "output_multipliers",
     "perturb_coefficients",
