@@ -100,6 +100,11 @@ def test_run_simulates_screens_weights_and_estimates(tmp_path: Path) -> None:
     assert overall.height == len(load(MINIMAL).indicators)
     weights = pl.read_parquet(tmp_path / "weights" / "weights.parquet")
     assert weights.height == target
+    # the impact model under both presets, with its headline table
+    assert "Impact model (caict, net" in res.output
+    for preset in ("caict", "net"):
+        summary = pl.read_csv(tmp_path / "model" / preset / "summary.csv")
+        assert set(summary["quantity"]) == set(load(MINIMAL).model.quantity)
 
 
 def test_import_an_odk_central_export(tmp_path: Path) -> None:

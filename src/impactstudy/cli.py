@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from impactstudy.estimate.batch import Estimates
+    from impactstudy.impact import ModelRun
     from impactstudy.quality import ValidSample
     from impactstudy.simulate import Simulation
     from impactstudy.study import Study
@@ -269,6 +270,7 @@ def run(study: str | None, seed: int | None, out: str) -> None:
       impactstudy run --out out/
     """
     from impactstudy.estimate import estimate_all
+    from impactstudy.impact import run_presets
     from impactstudy.quality import screen
     from impactstudy.study import load
     from impactstudy.weighting import weight
@@ -283,6 +285,9 @@ def run(study: str | None, seed: int | None, out: str) -> None:
     weighted.write(Path(out) / "weights")
     estimates = estimate_all(weighted, s, by=[s.config.sample.stratify_by])
     estimates.write(Path(out) / "estimates")
+    runs = run_presets(s, estimates) if s.model is not None else {}
+    for preset, model_run in runs.items():
+        model_run.write(Path(out) / "model" / preset)
     click.echo("")
     click.echo(f"simulate: seed {sim.seed}, {len(sim.responses)} submissions")
     click.echo(f"quality: {len(valid)} valid responses")
@@ -292,10 +297,12 @@ def run(study: str | None, seed: int | None, out: str) -> None:
     click.echo(weighting_table(weighted))
     click.echo("")
     click.echo(figures_table(estimates, sim.truth, s))
+    if runs:
+        click.echo("")
+        click.echo(model_table(runs, s))
     click.echo("")
     click.echo(
-        "Later stages are not built yet: the input-output impact model with uncertainty and "
-        f"the bilingual report (HTML, PDF, XLSX). Artifacts so far are in {out}/."
+        f"Not built yet: the bilingual report (HTML, PDF, XLSX). Artifacts so far are in {out}/."
     )
 
 
@@ -415,6 +422,49 @@ def figures_table(estimates: Estimates, truth: pl.DataFrame | None, study: Study
             f"{all_in} of {everything.height} indicators"
         )
     return "\n".join(lines)
+
+
+def model_table(runs: Mapping[str, ModelRun], study: Study) -> str:
+    """The headline model outputs: median and 5-95% interval under each preset, and the
+    published value where the quantity reproduces one."""
+    import polars as pl
+
+    presets = list(runs)
+    first = runs[presets[0]].summary
+    heads = first.filter(pl.col("headline") | pl.col("published").is_not_null())
+    width = 28
+    lines = [
+        f"Impact model ({', '.join(presets)}; {runs[presets[0]].provenance.get('draws')} draws, "
+        "median [5%, 95%])",
+        f"{'quantity':<32}" + "".join(f"{p:>{width}}" for p in presets) + f"{'published':>12}",
+    ]
+    for name in heads["quantity"].to_list():
+        cells = []
+        for p in presets:
+            r = runs[p].summary.filter(pl.col("quantity") == name).row(0, named=True)
+            cells.append(
+                f"{_amount(r['median'], r['unit'])} "
+                f"[{_amount(r['p05'], r['unit'])}, {_amount(r['p95'], r['unit'])}]"
+            )
+        row = first.filter(pl.col("quantity") == name).row(0, named=True)
+        pub = row["published"]
+        lines.append(
+            f"{name[:31]:<32}"
+            + "".join(f"{c:>{width}}" for c in cells)
+            + f"{'' if pub is None else _amount(pub, row['unit']):>12}"
+        )
+    return "\n".join(lines)
+
+
+def _amount(x: float, unit: str) -> str:
+    """Persons in 万, yuan in 亿, shares in percent."""
+    if unit in ("persons", "人"):
+        return f"{x / 1e4:,.0f}万"
+    if unit in ("yuan", "元"):
+        return f"{x / 1e8:,.0f}亿"
+    if unit == "1":
+        return f"{100 * x:.1f}%"
+    return f"{x:.3g}"
 
 
 def _published(row: dict[str, object]) -> str:
