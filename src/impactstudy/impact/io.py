@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -734,6 +734,21 @@ def _perturb_setup(A: ArrayLike, alpha: float) -> _Perturbation:
     return _Perturbation(At, support, conc.ravel()[support], pool, pool_shape, colsum)
 
 
+def _draw_blocks(
+    setup: _Perturbation, draws: int, seed: int, block: int, workers: int
+) -> Iterator[Float]:
+    """The perturbed blocks in order. With ``workers`` > 1 they are drawn ahead on worker threads
+    (NumPy's gamma sampler releases the GIL) while the caller solves the previous block on its own
+    thread (LAPACK's solve does not gain from sharing the cores with our threads)."""
+    specs = _blocks(draws, block)
+    if workers <= 1 or len(specs) == 1:
+        for b, size in specs:
+            yield _dirichlet_block(setup, size, seed, b)
+        return
+    with ThreadPoolExecutor(max_workers=workers - 1) as pool:
+        yield from pool.map(lambda spec: _dirichlet_block(setup, spec[1], seed, spec[0]), specs)
+
+
 def _blocks(draws: int, block: int) -> list[tuple[int, int]]:
     if draws < 1 or block < 1:
         raise IOTableError(f"draws and block must be >= 1, got {draws} and {block}")
@@ -785,20 +800,12 @@ def indirect_jobs_draws(
     direct_part = fm @ lk  # l_keep′ f for each f
     eye = np.eye(n)
 
-    def run(spec: tuple[int, int]) -> Float:
-        b, size = spec
-        pt = _dirichlet_block(setup, size, seed, b)
+    def solve(pt: Float) -> Float:
         np.subtract(eye, pt, out=pt)  # (I − A_r)ᵀ, in place
-        v = np.linalg.solve(pt, np.broadcast_to(lk, (size, n))[..., None])[..., 0]
+        v = np.linalg.solve(pt, np.broadcast_to(lk, (pt.shape[0], n))[..., None])[..., 0]
         return np.asarray(v @ fm.T - direct_part, dtype=np.float64)
 
-    specs = _blocks(draws, block)
-    if workers > 1 and len(specs) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(run, specs))
-    else:
-        parts = [run(s) for s in specs]
-    out = np.concatenate(parts)
+    out = np.concatenate([solve(pt) for pt in _draw_blocks(setup, draws, seed, block, workers)])
     return out[:, 0] if single else out
 
 
@@ -827,17 +834,9 @@ def leontief_rows_draws(
         raise IOTableError(f"weights must have {n} columns, got shape {w.shape}")
     eye = np.eye(n)
 
-    def run(spec: tuple[int, int]) -> Float:
-        b, size = spec
-        pt = _dirichlet_block(setup, size, seed, b)
+    def solve(pt: Float) -> Float:
         np.subtract(eye, pt, out=pt)  # (I − A_r)ᵀ, in place
-        v = np.linalg.solve(pt, np.broadcast_to(w.T, (size, n, w.shape[0])))
+        v = np.linalg.solve(pt, np.broadcast_to(w.T, (pt.shape[0], n, w.shape[0])))
         return np.ascontiguousarray(v.transpose(0, 2, 1))
 
-    specs = _blocks(draws, block)
-    if workers > 1 and len(specs) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(run, specs))
-    else:
-        parts = [run(s) for s in specs]
-    return np.concatenate(parts)
+    return np.concatenate([solve(pt) for pt in _draw_blocks(setup, draws, seed, block, workers)])
