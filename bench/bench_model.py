@@ -19,7 +19,7 @@ import numpy as np
 from impactstudy.estimate import estimate_all
 from impactstudy.impact import io as iot
 from impactstudy.impact import model as impact_model
-from impactstudy.impact import run_presets
+from impactstudy.impact import run_model, run_presets
 from impactstudy.quality import screen
 from impactstudy.simulate import simulate
 from impactstudy.study import bundled_study, load
@@ -56,6 +56,10 @@ def main() -> None:
         impact_model._io_rows.cache_clear()
         run_presets(study, estimates, draws=args.draws)
 
+    def one() -> None:
+        impact_model._io_rows.cache_clear()
+        run_model(study, estimates, preset="net", draws=args.draws)
+
     setup = iot._perturb_setup(table.A, spec.alpha)
     block = iot.DRAW_BLOCK
 
@@ -66,12 +70,14 @@ def main() -> None:
     t_io = best(io_only, args.repeat)
     t_gamma = best(gamma_only, args.repeat)
     t_whole = best(whole, args.repeat)
+    t_one = best(one, args.repeat)
     print(
         f"draws: {args.draws:,}; 149-sector table, {int((table.A > 0).sum()):,} nonzero "
         f"coefficients, {len(setup.support):,} with their own variate"
     )
     print("| part | seconds |")
     print("| --- | ---: |")
+    print(f"| whole model, one preset (`run_model`, net) | {t_one:.2f} |")
     print(f"| whole model, both presets (`run_presets`) | {t_whole:.2f} |")
     print(f"| perturbed Leontief products (`leontief_rows_draws`) | {t_io:.2f} |")
     print(f"| of which Dirichlet draws (gamma variates, scatter, rescale) | {t_gamma:.2f} |")

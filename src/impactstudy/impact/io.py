@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 from numpy.typing import ArrayLike, NDArray
+from threadpoolctl import threadpool_limits
 
 __all__ = [
     "ATTRIBUTION",
@@ -735,18 +737,35 @@ def _perturb_setup(A: ArrayLike, alpha: float) -> _Perturbation:
 
 
 def _draw_blocks(
-    setup: _Perturbation, draws: int, seed: int, block: int, workers: int
+    setup: _Perturbation, draws: int, seed: int, block: int, workers: int | None
 ) -> Iterator[Float]:
     """The perturbed blocks in order. With ``workers`` > 1 they are drawn ahead on worker threads
     (NumPy's gamma sampler releases the GIL) while the caller solves the previous block on its own
-    thread (LAPACK's solve does not gain from sharing the cores with our threads)."""
+    thread; BLAS is held to one thread meanwhile (its threads only contend on 149 x 149 solves:
+    10,000 draws took 3.6 s with them, 2.0 s without)."""
     specs = _blocks(draws, block)
+    with threadpool_limits(limits=1, user_api="blas"):  # small solves: BLAS threads only contend
+        yield from _drawn(setup, specs, seed, workers)
+
+
+def _drawn(
+    setup: _Perturbation, specs: list[tuple[int, int]], seed: int, workers: int | None
+) -> Iterator[Float]:
+    if workers is None:  # every core draws, and the caller's thread solves
+        workers = (os.cpu_count() or 1) + 1
     if workers <= 1 or len(specs) == 1:
         for b, size in specs:
             yield _dirichlet_block(setup, size, seed, b)
         return
+    ahead = 2 * (workers - 1)  # blocks drawn ahead: bounded, each is draws x n x n floats
     with ThreadPoolExecutor(max_workers=workers - 1) as pool:
-        yield from pool.map(lambda spec: _dirichlet_block(setup, spec[1], seed, spec[0]), specs)
+        pending = [pool.submit(_dirichlet_block, setup, size, seed, b) for b, size in specs[:ahead]]
+        for b, size in specs[ahead:]:
+            done = pending.pop(0).result()
+            pending.append(pool.submit(_dirichlet_block, setup, size, seed, b))
+            yield done
+        for future in pending:
+            yield future.result()
 
 
 def _blocks(draws: int, block: int) -> list[tuple[int, int]]:
@@ -775,7 +794,7 @@ def indirect_jobs_draws(
     draws: int,
     seed: int,
     exclude: ArrayLike | None = None,
-    workers: int = 2,
+    workers: int | None = None,
     block: int = DRAW_BLOCK,
 ) -> Float:
     """Indirect jobs ``l′(L_r − I) f`` for each perturbed draw ``A_r`` of
@@ -816,7 +835,7 @@ def leontief_rows_draws(
     alpha: float,
     draws: int,
     seed: int,
-    workers: int = 2,
+    workers: int | None = None,
     block: int = DRAW_BLOCK,
 ) -> Float:
     """``w_k′ L_r`` for every row ``w_k`` of ``weights`` (m, n) and every perturbed draw ``A_r``
