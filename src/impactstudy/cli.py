@@ -270,7 +270,7 @@ def run(study: str | None, seed: int | None, out: str) -> None:
       impactstudy run --out out/
     """
     from impactstudy.estimate import estimate_all
-    from impactstudy.impact import run_presets
+    from impactstudy.impact import audit_outputs, run_presets
     from impactstudy.quality import screen
     from impactstudy.study import load
     from impactstudy.weighting import weight
@@ -300,6 +300,16 @@ def run(study: str | None, seed: int | None, out: str) -> None:
     if runs:
         click.echo("")
         click.echo(model_table(runs, s))
+        if any(q.figures for q in s.model.quantity.values()) and "caict" in runs:
+            findings = audit_outputs(runs["caict"], s)
+            findings.write_csv(Path(out) / "model" / "caict" / "audit.csv")
+            counts = findings.group_by("verdict").len()
+            tally = dict(zip(counts["verdict"], counts["len"], strict=True))
+            click.echo(
+                f"audit of the caict outputs in place of the report's figures: "
+                f"{findings.height} checks, {tally.get('conflict', 0)} conflicts, "
+                f"{tally.get('tension', 0)} tensions ({out}/model/caict/audit.csv)"
+            )
     click.echo("")
     click.echo(
         f"Not built yet: the bilingual report (HTML, PDF, XLSX). Artifacts so far are in {out}/."

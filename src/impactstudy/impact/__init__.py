@@ -10,13 +10,14 @@ with Monte Carlo uncertainty, gross and net presets, and the consistency audit.
 
 from . import io
 from .audit import AuditError, audit, bundled_figures, bundled_rules, load_rules, parse_printed
-from .model import ModelError, ModelRun, draw_prior, run_model, run_presets
+from .model import ModelError, ModelRun, audit_outputs, draw_prior, run_model, run_presets
 
 __all__ = [
     "AuditError",
     "ModelError",
     "ModelRun",
     "audit",
+    "audit_outputs",
     "bundled_figures",
     "bundled_rules",
     "draw_prior",

@@ -30,7 +30,7 @@ from impactstudy.impact import io as iot
 from impactstudy.study import Study
 from impactstudy.study.schema import ModelFile, Prior
 
-__all__ = ["ModelError", "ModelRun", "draw_prior", "run_model", "run_presets"]
+__all__ = ["ModelError", "ModelRun", "audit_outputs", "draw_prior", "run_model", "run_presets"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -458,3 +458,43 @@ def _tornado(
         },
     )
     return out.sort(["quantity", "swing"], descending=[False, True])
+
+
+def audit_outputs(
+    run: ModelRun,
+    study: Study,
+    figures: pl.DataFrame | None = None,
+    rules: object = None,
+) -> pl.DataFrame:
+    """The consistency audit on the model's own outputs: the published figures table with every
+    figure a quantity stands for (``figures`` in model.toml) replaced by the quantity's median
+    under ``run``'s preset, in the figure's unit and printed to the same number of decimals (so
+    that both tables are judged with the same rounding)."""
+    from impactstudy.impact.audit import audit, bundled_figures, read_figures
+    from impactstudy.study.units import parse_unit
+
+    table = figures if figures is not None else read_figures(bundled_figures())
+    model = _model(study)
+    median = dict(zip(run.summary["quantity"], run.summary["median"], strict=True))
+    printed = dict(
+        zip(table["id"].to_list(), table["value"].cast(pl.String).to_list(), strict=True)
+    )
+    units = dict(zip(table["id"].to_list(), table["unit"].to_list(), strict=True))
+    ours: dict[str, str] = {}
+    for name, q in model.quantity.items():
+        for fid in q.figures:
+            if fid not in units:
+                raise ModelError(f"quantity {name!r}: figure {fid!r} is not in the figures table")
+            unit = str(units[fid] or "")
+            value = median[name]
+            value = 100 * value if unit == "%" else value / parse_unit(unit).scale
+            text = str(printed[fid] or "")
+            decimals = len(text.split(".", 1)[1]) if "." in text else 0
+            ours[fid] = f"{value:.{decimals}f}"
+    replaced = table.with_columns(
+        pl.when(pl.col("id").is_in(list(ours)))
+        .then(pl.col("id").replace_strict(ours, default=None, return_dtype=pl.String))
+        .otherwise(pl.col("value").cast(pl.String))
+        .alias("value")
+    )
+    return audit(replaced, rules, source="model outputs")  # type: ignore[arg-type]

@@ -397,6 +397,9 @@ class Quantity(Strict):
     #: the published value this quantity reproduces: a history point (hist.<series>.<year>) or
     #: the value itself in the quantity's unit (say where it is from in `note`)
     published: str | float | None = None
+    #: ids of the published figures (the report's figure table) this quantity stands for, so that
+    #: the consistency audit can run on the model's own outputs
+    figures: list[str] = []
     note: str | None = None
 
 
