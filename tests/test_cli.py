@@ -164,3 +164,16 @@ def test_import_refuses_a_folder_holding_other_groups(tmp_path: Path) -> None:
     assert res.exit_code != 0
     assert "already holds responses of shop" in res.output
     assert _files(folder) == before  # nothing overwritten
+
+
+def test_run_on_the_bundled_study_end_to_end(tmp_path: Path) -> None:
+    """The README's main command: simulate, screen, weight, estimate, model and audit."""
+    res = CliRunner().invoke(cli, ["run", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "quality: 11576 valid responses" in res.output
+    assert "95% CIs containing the truth" in res.output
+    assert "audit of the caict outputs" in res.output
+    audit = pl.read_csv(tmp_path / "model" / "caict" / "audit.csv")
+    assert audit.height == 48 and "conflict" in audit["verdict"].to_list()
+    for preset in ("caict", "net"):
+        assert (tmp_path / "model" / preset / "draws.parquet").is_file()

@@ -302,7 +302,9 @@ def run(study: str | None, seed: int | None, out: str) -> None:
         click.echo(model_table(runs, s))
         if any(q.figures for q in s.model.quantity.values()) and "caict" in runs:
             findings = audit_outputs(runs["caict"], s)
-            findings.write_csv(Path(out) / "model" / "caict" / "audit.csv")
+            findings.with_columns(findings["figures"].list.join("; ").alias("figures")).write_csv(
+                Path(out) / "model" / "caict" / "audit.csv"
+            )
             counts = findings.group_by("verdict").len()
             tally = dict(zip(counts["verdict"], counts["len"], strict=True))
             click.echo(
