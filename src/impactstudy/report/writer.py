@@ -1,0 +1,34 @@
+"""`write_report`: the report's files in one folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from impactstudy.report.html import render_html
+from impactstudy.report.inputs import ReportInputs
+from impactstudy.report.xlsx import write_xlsx
+
+__all__ = ["ReportFiles", "write_report"]
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """The paths written by `write_report`."""
+
+    html: Path
+    xlsx: Path
+    parquet: Path
+
+
+def write_report(inputs: ReportInputs, out: Path | str, *, lang: str = "zh") -> ReportFiles:
+    """Write ``report.html`` (in ``lang``), ``estimates.xlsx`` and ``estimates.parquet`` in the
+    folder ``out`` (created)."""
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    html = root / "report.html"
+    html.write_text(render_html(inputs, lang), encoding="utf-8")
+    xlsx = write_xlsx(inputs, root / "estimates.xlsx")
+    parquet = root / "estimates.parquet"
+    inputs.estimates.table.write_parquet(parquet)
+    return ReportFiles(html=html, xlsx=xlsx, parquet=parquet)

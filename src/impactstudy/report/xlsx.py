@@ -1,0 +1,67 @@
+"""The estimates workbook: one sheet per respondent group, the model per preset, the tornado and
+the audit; header row bold and frozen."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import polars as pl
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.styles import Font
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+
+from impactstudy.report.inputs import ReportInputs
+
+__all__ = ["write_xlsx"]
+
+_BOLD = Font(bold=True)
+
+
+def _flat(frame: pl.DataFrame) -> pl.DataFrame:
+    """List columns joined with '; ' (a cell holds one value)."""
+    lists = [c for c, t in frame.schema.items() if isinstance(t, pl.List)]
+    return frame.with_columns(pl.col(c).list.join("; ") for c in lists) if lists else frame
+
+
+def _sheet(wb: Workbook, title: str, frame: pl.DataFrame) -> None:
+    ws: WriteOnlyWorksheet = wb.create_sheet(title[:31])
+    ws.freeze_panes = "A2"
+    header = []
+    for name in frame.columns:
+        cell = WriteOnlyCell(ws, value=name)
+        cell.font = _BOLD
+        header.append(cell)
+    ws.append(header)
+    for row in _flat(frame).iter_rows():
+        ws.append(list(row))
+
+
+def _group_rows(table: pl.DataFrame, group: str) -> pl.DataFrame:
+    """The rows of one group (an indicator over several groups appears in each)."""
+    return table.filter(pl.col("groups").str.split(",").list.contains(group))
+
+
+def write_xlsx(inputs: ReportInputs, path: Path) -> Path:
+    """Write ``estimates.xlsx`` at ``path``."""
+    wb = Workbook(write_only=True)
+    table = inputs.estimates.table
+    groups: Iterable[str] = inputs.study.config.groups
+    for g in groups:
+        _sheet(wb, g, _group_rows(table, g))
+    for preset, run in inputs.runs.items():
+        _sheet(wb, f"model_{preset}", run.summary)
+    if inputs.runs:
+        sens = pl.concat(
+            [
+                run.sensitivity.select(pl.lit(p).alias("preset"), pl.all())
+                for p, run in inputs.runs.items()
+            ]
+        )
+        _sheet(wb, "sensitivity", sens)
+    if inputs.audit is not None:
+        _sheet(wb, "audit", inputs.audit)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb.save(path)
+    return path
