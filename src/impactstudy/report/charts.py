@@ -94,7 +94,7 @@ class Bar:
 def bar_chart(bars: Sequence[Bar], *, xlabel: str, mark_label: str, title: str = "") -> str:
     """Horizontal bars with interval whiskers and the reference value marked."""
     with _style():
-        fig = Figure(figsize=(6.4, 0.32 * len(bars) + 0.9))
+        fig = Figure(figsize=(6.4, (0.32 if len(bars) <= 15 else 0.22) * len(bars) + 0.9))
         ax = fig.add_subplot()
         y = list(range(len(bars)))[::-1]
         vals = [b.value for b in bars]
@@ -157,16 +157,25 @@ def waterfall_chart(
 
 
 def tornado_chart(
-    rows: Sequence[tuple[str, float, float]], central: float, *, xlabel: str, title: str
+    rows: Sequence[tuple[str, float, float]],
+    central: float,
+    *,
+    xlabel: str,
+    title: str,
+    low_label: str = "5%",
+    high_label: str = "95%",
 ) -> str:
     """Each input's result at its low and high quantile, around the central value."""
     with _style():
         fig = Figure(figsize=(6.4, 0.3 * len(rows) + 1.0))
         ax = fig.add_subplot()
         y = list(range(len(rows)))[::-1]
-        for yy, (_, lo, hi) in zip(y, rows, strict=True):
-            ax.barh(yy, lo - central, left=central, color=ORANGE, height=0.6)
-            ax.barh(yy, hi - central, left=central, color=BLUE, height=0.6)
+        for i, (yy, (_, lo, hi)) in enumerate(zip(y, rows, strict=True)):
+            ax.barh(yy, lo - central, left=central, color=ORANGE, height=0.6, label=low_label)
+            ax.barh(yy, hi - central, left=central, color=BLUE, height=0.6, label=high_label)
+            if i == 0:
+                ax.legend(fontsize=7, frameon=False, loc="lower right")
+                low_label = high_label = "_"
         ax.axvline(central, color="#1a202c", lw=0.8)
         ax.set_yticks(y, [r[0] for r in rows], fontsize=7)
         ax.set_xlabel(xlabel)
