@@ -260,8 +260,11 @@ def _refuse_other_groups(out: Path, groups: set[str]) -> None:
     show_default=True,
     help="Folder for the run's artifacts.",
 )
+@click.option(
+    "--lang", default=None, help="Report language (zh or en; default: the study's default)."
+)
 @_friendly
-def run(study: str | None, seed: int | None, out: str) -> None:
+def run(study: str | None, seed: int | None, out: str, lang: str | None) -> None:
     """Run the whole study: check, simulate, screen, weight, estimate; then (as they are built)
     model and report.
 
@@ -272,6 +275,7 @@ def run(study: str | None, seed: int | None, out: str) -> None:
     from impactstudy.estimate import estimate_all
     from impactstudy.impact import audit_outputs, run_presets
     from impactstudy.quality import screen
+    from impactstudy.report import ReportInputs, write_report
     from impactstudy.study import load
     from impactstudy.weighting import weight
 
@@ -297,6 +301,7 @@ def run(study: str | None, seed: int | None, out: str) -> None:
     click.echo(weighting_table(weighted))
     click.echo("")
     click.echo(figures_table(estimates, sim.truth, s))
+    findings = None
     if runs:
         click.echo("")
         click.echo(model_table(runs, s))
@@ -312,10 +317,19 @@ def run(study: str | None, seed: int | None, out: str) -> None:
                 f"{findings.height} checks, {tally.get('conflict', 0)} conflicts, "
                 f"{tally.get('tension', 0)} tensions ({out}/model/caict/audit.csv)"
             )
-    click.echo("")
-    click.echo(
-        f"Not built yet: the bilingual report (HTML, PDF, XLSX). Artifacts so far are in {out}/."
+    inputs = ReportInputs(
+        study=s,
+        valid=valid,
+        weighted=weighted,
+        estimates=estimates,
+        runs=runs,
+        audit=findings,
+        truth=sim.truth,
+        seed=sim.seed,
     )
+    files = write_report(inputs, Path(out) / "report", lang=lang or s.config.study.default_language)
+    click.echo("")
+    click.echo(f"report: {files.html}, {files.xlsx}; every artifact is in {out}/")
 
 
 @cli.command()
