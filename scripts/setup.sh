@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 LOCK=requirements.lock
-APT_PACKAGES=()
+# fonts-noto-cjk: the report's Chinese (PDF, charts, browser); libpango-1.0-0 libpangoft2-1.0-0
+# libharfbuzz-subset0: WeasyPrint (PDF; without harfbuzz-subset a PDF takes 40x longer);
+# poppler-utils: the PDF tests (pdftotext, pdffonts, pdftoppm); chromium: the browser tests
+APT_PACKAGES=(fonts-noto-cjk libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 poppler-utils chromium)
 if [[ "${1:-}" == "--dev" ]]; then
   LOCK=requirements-dev.lock
 fi
@@ -37,6 +40,14 @@ fi
 if ((${#APT_PACKAGES[@]})); then
   apt_install "${APT_PACKAGES[@]}"
 fi
+# matplotlib's font list, if built before fonts-noto-cjk was installed, lacks the CJK font:
+# drop it once (matplotlib rebuilds it on next use, about 0.6 s)
+mpl_cache=${MPLCONFIGDIR:-${XDG_CACHE_HOME:-$HOME/.cache}/matplotlib}
+for f in "$mpl_cache"/fontlist-v*.json; do
+  if [[ -f "$f" ]] && ! grep -q "Noto Sans CJK" "$f"; then
+    rm -f "$f"
+  fi
+done
 
 if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv

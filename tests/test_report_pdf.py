@@ -1,0 +1,265 @@
+"""The report as a PDF (impactstudy.report.pdf): made from the report's HTML (the real report
+when ``impactstudy.report.render_html`` exists, else the sample of conftest), then checked with
+poppler's tools the way a reader would see it: the text is there (headings, every number of the
+HTML), every font is embedded and the Chinese one is Noto Sans CJK, pages render to images, and
+Chinese glyphs are real glyphs, not tofu (.notdef boxes, which are all alike: see
+``_cjk_cells_differ``)."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from impactstudy.report.pdf import (
+    CJK_FAMILY,
+    PdfError,
+    PdfResult,
+    cjk_font_file,
+    print_stylesheet,
+    render_pdf,
+    write_pdf,
+)
+
+HEADINGS = ["前言", "就业篇", "经济与社会篇", "产业篇", "附录"]
+#: CJK ideographs and full-width punctuation: every one advances by 1 em
+_CJK = re.compile(r"^[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]+$")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    result: PdfResult
+    text: str  # pdftotext, all whitespace removed
+
+
+def _run(*args: str) -> str:
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+class _VisibleText(HTMLParser):
+    """The text a reader sees: no head, script, style, template or SVG (a chart's labels are
+    checked by eye in the rendered pages, and matplotlib writes them as paths)."""
+
+    SKIP = frozenset({"head", "script", "style", "template", "svg", "title", "noscript"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.SKIP:
+            self.depth += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP and self.depth:
+            self.depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self.depth:
+            self.parts.append(data)
+
+
+@pytest.fixture(scope="module")
+def pdf(report_html: str, tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+    path = tmp_path_factory.mktemp("pdf") / "report.pdf"
+    result = render_pdf(report_html, path)
+    print(f"PDF: {result.pages} pages, {path.stat().st_size / 1024:.0f} KB, {result.seconds:.2f} s")
+    return Rendered(result, _squash(_run("pdftotext", "-enc", "UTF-8", str(path), "-")))
+
+
+def test_write_pdf_returns_the_path(tmp_path: Path) -> None:
+    html = '<html lang="en"><body><h1>Report 报告</h1></body></html>'
+    out = write_pdf(html, tmp_path / "sub" / "r.pdf")
+    assert out == tmp_path / "sub" / "r.pdf"
+    assert out.read_bytes().startswith(b"%PDF-")
+    assert "(A4)" in _run("pdfinfo", str(out))
+
+
+def test_pages_are_a4_and_numbered(pdf: Rendered) -> None:
+    info = _run("pdfinfo", str(pdf.result.path))
+    assert re.search(r"Page size:\s+595\.\d+ x 841\.\d+ pts \(A4\)", info), info
+    assert pdf.result.pages >= 2
+    # the first page (the title) has no footer; every other page says which it is
+    pages = _run("pdftotext", "-enc", "UTF-8", str(pdf.result.path), "-").split("\f")
+    assert "第1页" not in _squash(pages[0])
+    for n, page in enumerate(pages[1 : pdf.result.pages], start=2):
+        assert f"第{n}页" in _squash(page), (n, _squash(page)[-80:])
+
+
+def test_english_footer(tmp_path: Path) -> None:
+    html = '<html lang="en"><body><p>one</p><p style="break-before:page">two</p></body></html>'
+    path = write_pdf(html, tmp_path / "en.pdf")
+    assert "Page 2" in _run("pdftotext", "-f", "2", "-l", "2", str(path), "-")
+    assert "第" not in _run("pdftotext", str(path), "-")
+
+
+def test_text_has_the_headings_and_every_number(pdf: Rendered, report_html: str) -> None:
+    for heading in HEADINGS:
+        assert heading in pdf.text, heading
+    parser = _VisibleText()
+    parser.feed(report_html)
+    numbers = set(_NUMBER.findall(" ".join(parser.parts)))
+    assert numbers, "the report has no numbers"
+    missing = sorted(n for n in numbers if n not in pdf.text)
+    assert not missing, f"numbers of the HTML not in the PDF: {missing[:20]}"
+
+
+def test_table_of_contents_has_page_numbers(pdf: Rendered, report_html: str) -> None:
+    if not re.search(r"<nav\b[^>]*>.*?<a\s[^>]*href=\"#", report_html, re.S):
+        pytest.skip("the report's HTML has no table of contents with anchors")
+    first = _run("pdftotext", "-layout", "-f", "1", "-l", "2", str(pdf.result.path), "-")
+    # a leader of dots, then the page number the heading is on
+    numbered = re.findall(r"\.{5,}\s*(\d+)\s*$", first, re.M)
+    assert len(numbered) >= 3, first[:1500]
+    assert all(1 <= int(n) <= pdf.result.pages for n in numbered)
+    assert [int(n) for n in numbered] == sorted(int(n) for n in numbered)
+
+
+def test_fonts_are_embedded_and_cjk_is_noto(pdf: Rendered) -> None:
+    rows = _run("pdffonts", str(pdf.result.path)).splitlines()[2:]
+    assert rows
+    names = [row.split()[0] for row in rows]
+    assert any("Noto-Sans-CJK-SC" in name for name in names), names
+    for row in rows:
+        # columns: name, type (1-3 words), encoding, emb, sub, uni, object, generation
+        emb = row.split()[-5]
+        assert emb == "yes", f"font not embedded: {row}"
+        assert "Type 3" not in row, f"bitmap fallback font: {row}"
+        assert "[none]" not in row, row
+
+
+def test_first_pages_render(pdf: Rendered, tmp_path: Path) -> None:
+    last = min(3, pdf.result.pages)
+    subprocess.run(
+        [
+            *("pdftoppm", "-png", "-r", "60", "-f", "1", "-l", str(last)),
+            *(str(pdf.result.path), str(tmp_path / "p")),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    pngs = sorted(tmp_path.glob("p-*.png"))
+    assert len(pngs) == last
+    for png in pngs:
+        img = np.asarray(Image.open(png).convert("L"))
+        assert img.shape[0] > img.shape[1] > 400  # A4 portrait at 60 dpi: 496 x 702
+        ink = float(np.mean(img < 128))
+        assert 0.001 < ink < 0.5, (png.name, ink)
+
+
+def _cjk_words(pdf_path: Path, limit: int = 6) -> list[tuple[int, str, tuple[float, ...]]]:
+    """Up to ``limit`` words of at least 3 different CJK characters, from pdftotext's word
+    boxes: (page, word, (x0, y0, x1, y1) in points)."""
+    xml = _run("pdftotext", "-bbox", "-enc", "UTF-8", str(pdf_path), "-")
+    words: list[tuple[int, str, tuple[float, ...]]] = []
+    page = 0
+    pattern = re.compile(
+        r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">(.*?)</word>'
+    )
+    for line in xml.splitlines():
+        if "<page " in line:
+            page += 1
+        match = pattern.search(line)
+        if match and _CJK.match(match.group(5)) and len(set(match.group(5))) >= 3:
+            words.append((page, match.group(5), tuple(float(v) for v in match.groups()[:4])))
+            if len(words) == limit:
+                break
+    return words
+
+
+def _cjk_cells_differ(pdf_path: Path, dpi: int = 150) -> list[tuple[str, float]]:
+    """For a few all-CJK words of the PDF: the smallest share of pixels in which the images of
+    two different characters of the word differ. Real glyphs differ (about 0.2 for 1 em cells);
+    tofu does not: every missing glyph is drawn as the same .notdef box (0.0)."""
+    out: list[tuple[str, float]] = []
+    pages: dict[int, np.ndarray] = {}
+    for page, word, (x0, y0, x1, y1) in _cjk_words(pdf_path):
+        if page not in pages:
+            png = subprocess.run(
+                [
+                    *("pdftoppm", "-gray", "-png", "-r", str(dpi)),
+                    *("-f", str(page), "-l", str(page), str(pdf_path)),
+                ],
+                capture_output=True,
+                check=True,
+            ).stdout
+            pages[page] = np.asarray(Image.open(io.BytesIO(png))) < 128
+        img, scale = pages[page], dpi / 72
+        width = (x1 - x0) * scale / len(word)
+        top, bottom = round(y0 * scale), round(y1 * scale)
+        cells = {
+            char: img[top:bottom, round(x0 * scale + i * width) :][:, : int(width)]
+            for i, char in enumerate(word)
+        }
+        chars = list(cells)
+        diffs = [
+            float(np.mean(cells[a] != cells[b]))
+            for i, a in enumerate(chars)
+            for b in chars[i + 1 :]
+        ]
+        out.append((word, min(diffs)))
+    return out
+
+
+def test_chinese_glyphs_are_not_tofu(pdf: Rendered) -> None:
+    found = _cjk_cells_differ(pdf.result.path)
+    assert len(found) >= 3, found
+    tofu = [(word, diff) for word, diff in found if diff < 0.05]
+    assert not tofu, f"Chinese drawn as identical boxes (missing font): {tofu}"
+
+
+def test_tofu_check_catches_a_missing_cjk_font(tmp_path: Path) -> None:
+    """The check above, on a PDF made where fontconfig knows no CJK font: it finds the tofu.
+    write_pdf itself refuses to run there (next test)."""
+    conf = tmp_path / "fonts.conf"
+    conf.write_text(
+        '<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd"><fontconfig>'
+        f"<dir>/usr/share/fonts/truetype/dejavu</dir><cachedir>{tmp_path}/fc</cachedir>"
+        "</fontconfig>"
+    )
+    script = (
+        "import sys; from pathlib import Path; import impactstudy.report.pdf as p\n"
+        "try:\n    p.write_pdf('<p>x</p>', Path(sys.argv[1] + '.x'))\n"
+        "except p.PdfError as e:\n    print('refused:', e)\n"
+        "p.cjk_font_file = lambda *a: Path('/none')\n"
+        "p.write_pdf('<html lang=zh><h1>经济与社会篇</h1><p>带动就业机会与信息消费</p></html>',"
+        " Path(sys.argv[1]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "tofu.pdf")],
+        env={**os.environ, "FONTCONFIG_FILE": str(conf)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "refused:" in out and "fonts-noto-cjk" in out
+    found = _cjk_cells_differ(tmp_path / "tofu.pdf")
+    assert found and all(diff < 0.05 for _, diff in found), found
+
+
+def test_missing_font_is_a_clear_error() -> None:
+    with pytest.raises(PdfError, match="not installed"):
+        cjk_font_file("No Such Font CJK")
+    assert cjk_font_file().is_file()
+    assert CJK_FAMILY in print_stylesheet()
+
+
+def test_no_network_fetch(tmp_path: Path) -> None:
+    html = '<html><body><img src="http://192.0.2.1/x.png"><p>离线</p></body></html>'
+    path = write_pdf(html, tmp_path / "offline.pdf")
+    assert "离线" in _run("pdftotext", str(path), "-")
