@@ -9,10 +9,12 @@ cd "$(dirname "$0")/.."
 LOCK=requirements.lock
 # fonts-noto-cjk: the report's Chinese (PDF, charts, browser); libpango-1.0-0 libpangoft2-1.0-0
 # libharfbuzz-subset0: WeasyPrint (PDF; without harfbuzz-subset a PDF takes 40x longer);
-# poppler-utils: the PDF tests (pdftotext, pdffonts, pdftoppm); chromium: the browser tests
-APT_PACKAGES=(fonts-noto-cjk libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 poppler-utils chromium)
+# and, for the tests only (--dev): poppler-utils, the PDF tests (pdftotext, pdffonts, pdftoppm);
+# chromium, the browser tests
+APT_PACKAGES=(fonts-noto-cjk libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0)
 if [[ "${1:-}" == "--dev" ]]; then
   LOCK=requirements-dev.lock
+  APT_PACKAGES+=(poppler-utils chromium)
 fi
 
 PYTHON=${PYTHON:-python3}

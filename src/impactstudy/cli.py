@@ -38,6 +38,7 @@ def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
     @wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from impactstudy.estimate import DesignError
+        from impactstudy.report import PdfError
         from impactstudy.study import StudyError
         from impactstudy.weighting import WeightingError
 
@@ -46,7 +47,7 @@ def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
         except StudyError as exc:
             _print_problems(exc.problems)
             sys.exit(EXIT_PROBLEMS)
-        except (DesignError, WeightingError) as exc:
+        except (DesignError, WeightingError, PdfError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_PROBLEMS)
         except click.exceptions.Exit:
@@ -329,7 +330,7 @@ def run(study: str | None, seed: int | None, out: str, lang: str | None) -> None
     )
     files = write_report(inputs, Path(out) / "report", lang=lang or s.config.study.default_language)
     click.echo("")
-    click.echo(f"report: {files.html}, {files.xlsx}; every artifact is in {out}/")
+    click.echo(f"report: {files.html}, {files.pdf}, {files.xlsx}; every artifact is in {out}/")
 
 
 @cli.command()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from impactstudy.report.html import render_html
 from impactstudy.report.inputs import ReportInputs
+from impactstudy.report.pdf import write_pdf
 from impactstudy.report.xlsx import write_xlsx
 
 __all__ = ["ReportFiles", "write_report"]
@@ -19,16 +20,22 @@ class ReportFiles:
     html: Path
     xlsx: Path
     parquet: Path
+    pdf: Path | None = None
 
 
-def write_report(inputs: ReportInputs, out: Path | str, *, lang: str = "zh") -> ReportFiles:
-    """Write ``report.html`` (in ``lang``), ``estimates.xlsx`` and ``estimates.parquet`` in the
-    folder ``out`` (created)."""
+def write_report(
+    inputs: ReportInputs, out: Path | str, *, lang: str = "zh", pdf: bool = True
+) -> ReportFiles:
+    """Write ``report.html`` (in ``lang``), ``report.pdf`` (the same page printed, unless
+    ``pdf=False``), ``estimates.xlsx`` and ``estimates.parquet`` in the folder ``out``
+    (created)."""
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    page = render_html(inputs, lang)
     html = root / "report.html"
-    html.write_text(render_html(inputs, lang), encoding="utf-8")
+    html.write_text(page, encoding="utf-8")
     xlsx = write_xlsx(inputs, root / "estimates.xlsx")
     parquet = root / "estimates.parquet"
     inputs.estimates.table.write_parquet(parquet)
-    return ReportFiles(html=html, xlsx=xlsx, parquet=parquet)
+    printed = write_pdf(page, root / "report.pdf", lang=lang) if pdf else None
+    return ReportFiles(html=html, xlsx=xlsx, parquet=parquet, pdf=printed)
