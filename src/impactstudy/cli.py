@@ -266,8 +266,8 @@ def _refuse_other_groups(out: Path, groups: set[str]) -> None:
 )
 @_friendly
 def run(study: str | None, seed: int | None, out: str, lang: str | None) -> None:
-    """Run the whole study: check, simulate, screen, weight, estimate; then (as they are built)
-    model and report.
+    """Run the whole study: check, simulate, screen, weight, estimate, model (both presets), audit
+    and report (HTML, PDF, XLSX), with a progress bar per stage on stderr.
 
     \b
     Example:
@@ -284,15 +284,49 @@ def run(study: str | None, seed: int | None, out: str, lang: str | None) -> None
     click.echo(summary(s))
     sim = _simulate(s, seed)
     sim.write(s, Path(out) / "simulation")
-    valid = screen(sim.responses, s)
-    valid.write(Path(out) / "valid_sample")
-    weighted = weight(valid, s, seed=sim.seed)
-    weighted.write(Path(out) / "weights")
-    estimates = estimate_all(weighted, s, by=[s.config.sample.stratify_by])
-    estimates.write(Path(out) / "estimates")
-    runs = run_presets(s, estimates) if s.model is not None else {}
-    for preset, model_run in runs.items():
-        model_run.write(Path(out) / "model" / preset)
+    stages = ["screen", "weight", "estimate", "model", "audit", "report"]
+    with click.progressbar(
+        length=len(stages),
+        label="analyse",
+        file=sys.stderr,
+        show_pos=True,
+        item_show_func=lambda item: item,
+    ) as bar:
+        bar.update(0, stages[0])
+        valid = screen(sim.responses, s)
+        valid.write(Path(out) / "valid_sample")
+        bar.update(1, stages[1])
+        weighted = weight(valid, s, seed=sim.seed)
+        weighted.write(Path(out) / "weights")
+        bar.update(1, stages[2])
+        estimates = estimate_all(weighted, s, by=[s.config.sample.stratify_by])
+        estimates.write(Path(out) / "estimates")
+        bar.update(1, stages[3])
+        runs = run_presets(s, estimates) if s.model is not None else {}
+        for preset, model_run in runs.items():
+            model_run.write(Path(out) / "model" / preset)
+        bar.update(1, stages[4])
+        findings = None
+        if runs and "caict" in runs and any(q.figures for q in s.model.quantity.values()):
+            findings = audit_outputs(runs["caict"], s)
+            findings.with_columns(findings["figures"].list.join("; ").alias("figures")).write_csv(
+                Path(out) / "model" / "caict" / "audit.csv"
+            )
+        bar.update(1, stages[5])
+        inputs = ReportInputs(
+            study=s,
+            valid=valid,
+            weighted=weighted,
+            estimates=estimates,
+            runs=runs,
+            audit=findings,
+            truth=sim.truth,
+            seed=sim.seed,
+        )
+        files = write_report(
+            inputs, Path(out) / "report", lang=lang or s.config.study.default_language
+        )
+        bar.update(1, "done")
     click.echo("")
     click.echo(f"simulate: seed {sim.seed}, {len(sim.responses)} submissions")
     click.echo(f"quality: {len(valid)} valid responses")
@@ -302,33 +336,17 @@ def run(study: str | None, seed: int | None, out: str, lang: str | None) -> None
     click.echo(weighting_table(weighted))
     click.echo("")
     click.echo(figures_table(estimates, sim.truth, s))
-    findings = None
     if runs:
         click.echo("")
         click.echo(model_table(runs, s))
-        if any(q.figures for q in s.model.quantity.values()) and "caict" in runs:
-            findings = audit_outputs(runs["caict"], s)
-            findings.with_columns(findings["figures"].list.join("; ").alias("figures")).write_csv(
-                Path(out) / "model" / "caict" / "audit.csv"
-            )
-            counts = findings.group_by("verdict").len()
-            tally = dict(zip(counts["verdict"], counts["len"], strict=True))
-            click.echo(
-                f"audit of the caict outputs in place of the report's figures: "
-                f"{findings.height} checks, {tally.get('conflict', 0)} conflicts, "
-                f"{tally.get('tension', 0)} tensions ({out}/model/caict/audit.csv)"
-            )
-    inputs = ReportInputs(
-        study=s,
-        valid=valid,
-        weighted=weighted,
-        estimates=estimates,
-        runs=runs,
-        audit=findings,
-        truth=sim.truth,
-        seed=sim.seed,
-    )
-    files = write_report(inputs, Path(out) / "report", lang=lang or s.config.study.default_language)
+    if findings is not None:
+        counts = findings.group_by("verdict").len()
+        tally = dict(zip(counts["verdict"], counts["len"], strict=True))
+        click.echo(
+            f"audit of the caict outputs in place of the report's figures: "
+            f"{findings.height} checks, {tally.get('conflict', 0)} conflicts, "
+            f"{tally.get('tension', 0)} tensions ({out}/model/caict/audit.csv)"
+        )
     click.echo("")
     click.echo(f"report: {files.html}, {files.pdf}, {files.xlsx}; every artifact is in {out}/")
 
