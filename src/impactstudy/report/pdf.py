@@ -195,7 +195,8 @@ body {{ margin: 0; max-width: none; }}
 h1, h2, h3, h4 {{ break-after: avoid; page-break-after: avoid; }}
 figure, tr, thead, .chart, img, svg {{ break-inside: avoid; page-break-inside: avoid; }}
 thead {{ display: table-header-group; }}
-table {{ max-width: 100%; }}
+table {{ max-width: 100%; width: 100%; table-layout: fixed; }}
+td, th {{ overflow-wrap: anywhere; }}
 img, svg {{ max-width: 100%; height: auto; }}
 * {{ overflow: visible !important; }}
 nav a[href^="#"]::after, .toc a[href^="#"]::after {{
