@@ -202,14 +202,18 @@ def _group_matrices(
             if col.by not in data.columns:
                 raise DesignError(f"group {gid!r} has no column {col.by!r} to break down by")
             by_values[col.by] = data.get_column(col.by).cast(pl.String).to_numpy().astype(str)
-    ids = [c.indicator.id for c in columns]
-    ys = np.column_stack([base[i][0] for i in ids])
-    xs = np.column_stack([base[i][1] for i in ids])
-    keep = np.column_stack([base[i][2] for i in ids]).astype(np.float64)
+    order = list(base)
+    at = {ind_id: j for j, ind_id in enumerate(order)}
+    idx = np.array([at[c.indicator.id] for c in columns], dtype=np.intp)
+    ys = np.column_stack([base[i][0] for i in order])[:, idx]
+    xs = np.column_stack([base[i][1] for i in order])[:, idx]
+    keep = np.column_stack([base[i][2] for i in order]).astype(np.float64)[:, idx]
     for b, labels in by_values.items():
-        where = [j for j, c in enumerate(columns) if c.by == b]
-        levels = np.array([columns[j].level for j in where], dtype=str)
-        keep[:, where] *= labels[:, None] == levels[None, :]
+        where = np.array([j for j, c in enumerate(columns) if c.by == b], dtype=np.intp)
+        names, codes = np.unique(labels, return_inverse=True)
+        code_of = {str(v): k for k, v in enumerate(names)}
+        wanted = np.array([code_of.get(str(columns[j].level), -1) for j in where])
+        keep[:, where] *= codes.reshape(-1)[:, None] == wanted[None, :]
     return ys, xs, keep
 
 
