@@ -45,7 +45,7 @@ def inputs(wechat_study: Study, wechat_simulation: Simulation) -> ReportInputs:
 def written(inputs: ReportInputs, tmp_path_factory: pytest.TempPathFactory) -> ReportFiles:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        files = write_report(inputs, tmp_path_factory.mktemp("report"))
+        files = write_report(inputs, tmp_path_factory.mktemp("report"), pdf=False)
     missing = [str(w.message) for w in caught if "missing from font" in str(w.message)]
     if any(p.exists() for p in CJK_FONT_FILES):
         assert not missing, missing[:3]
@@ -192,3 +192,11 @@ def test_unknown_language(inputs: ReportInputs) -> None:
 
 def test_font_file_constant() -> None:
     assert all(isinstance(p, Path) for p in CJK_FONT_FILES)
+
+
+def test_same_inputs_same_bytes(inputs: ReportInputs, written: ReportFiles, tmp_path: Path) -> None:
+    """The page and the workbook are byte-identical when written again (no timestamps, no
+    thread-order sums)."""
+    again = write_report(inputs, tmp_path, lang="zh", pdf=False)
+    assert again.html.read_bytes() == written.html.read_bytes()
+    assert again.xlsx.read_bytes() == written.xlsx.read_bytes()

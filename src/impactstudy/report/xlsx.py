@@ -3,8 +3,10 @@ the audit; header row bold and frozen."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
+from zipfile import ZIP_DEFLATED, ZipFile, ZipInfo
 
 import polars as pl
 from openpyxl import Workbook
@@ -64,4 +66,31 @@ def write_xlsx(inputs: ReportInputs, path: Path) -> Path:
         _sheet(wb, "audit", inputs.audit)
     path.parent.mkdir(parents=True, exist_ok=True)
     wb.save(path)
+    _same_bytes(path)
     return path
+
+
+#: the timestamp written into every workbook (its properties and its zip entries)
+FIXED_TIME = "2000-01-01T00:00:00Z"
+
+
+def _same_bytes(path: Path) -> None:
+    """Same inputs, same bytes: openpyxl stamps the save time into docProps/core.xml and the zip
+    entries carry the time they were written; both are replaced by `FIXED_TIME`."""
+    with ZipFile(path) as archive:
+        entries = [(info, archive.read(info.filename)) for info in archive.infolist()]
+    stamp = FIXED_TIME.encode()
+    tmp = path.with_suffix(".tmp")
+    with ZipFile(tmp, "w", ZIP_DEFLATED) as out:
+        for info, data in entries:
+            if info.filename == "docProps/core.xml":
+                data = re.sub(
+                    rb"(<dcterms:(created|modified)[^>]*>)[^<]*(</dcterms:\2>)",
+                    rb"\g<1>" + stamp + rb"\g<3>",
+                    data,
+                )
+            fixed = ZipInfo(info.filename, date_time=(2000, 1, 1, 0, 0, 0))
+            fixed.compress_type = ZIP_DEFLATED
+            fixed.external_attr = info.external_attr
+            out.writestr(fixed, data)
+    tmp.replace(path)

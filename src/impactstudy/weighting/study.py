@@ -185,12 +185,11 @@ def _weight_group(study: Study, group: str, data: pl.DataFrame, seed: int) -> We
         steps += [s.name for s in design.steps]
     rows = []
     for var, counts in margins.items():
-        achieved = (
-            pl.DataFrame({"c": design.data.get_column(var).cast(pl.String), "w": design.weights})
-            .group_by("c")
-            .agg(pl.col("w").sum())
-        )
-        got = dict(zip(achieved["c"].to_list(), achieved["w"].to_list(), strict=True))
+        # bincount sums in row order: the same bits every run (a threaded group-by may not)
+        labels = design.data.get_column(var).cast(pl.String).to_numpy().astype(str)
+        names, codes = np.unique(labels, return_inverse=True)
+        sums = np.bincount(codes.reshape(-1), weights=design.weights, minlength=len(names))
+        got = dict(zip((str(v) for v in names), sums.tolist(), strict=True))
         rows += [
             {
                 "group": group,
