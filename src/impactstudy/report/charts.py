@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -30,8 +31,6 @@ CJK_FONT_FILES = (
 )
 CJK_FAMILY = "Noto Sans CJK SC"
 BLUE, ORANGE, GREY, GREEN, RED = "#2b6cb0", "#dd6b20", "#718096", "#2f855a", "#c53030"
-
-_counter = iter(range(1, 1_000_000_000))
 
 
 def cjk_font_available() -> bool:
@@ -72,7 +71,8 @@ def _svg(fig: Figure) -> str:
     text = buf.getvalue()
     text = text[text.index("<svg") :]
     text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
-    prefix = f"c{next(_counter)}-"
+    # ids prefixed by a digest of the chart: unique in the page, and the same on every render
+    prefix = f"c{hashlib.sha1(text.encode()).hexdigest()[:10]}-"
     text = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', text)
     text = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}{m.group(1)})", text)
     text = re.sub(r'href="#([^"]+)"', lambda m: f'href="#{prefix}{m.group(1)}"', text)
