@@ -177,3 +177,33 @@ def test_run_on_the_bundled_study_end_to_end(tmp_path: Path) -> None:
     assert audit.height == 48 and "conflict" in audit["verdict"].to_list()
     for preset in ("caict", "net"):
         assert (tmp_path / "model" / preset / "draws.parquet").is_file()
+
+
+def test_report_rewrites_a_finished_run_identically(tmp_path: Path) -> None:
+    """`impactstudy report --from` re-renders from the run's folder: the same page and workbook
+    bytes as the run wrote, and English on request."""
+    res = CliRunner().invoke(cli, ["run", str(MINIMAL), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    again = tmp_path / "again"
+    res = CliRunner().invoke(
+        cli, ["report", str(MINIMAL), "--from", str(tmp_path), "--out", str(again), "--no-pdf"]
+    )
+    assert res.exit_code == 0, res.output
+    assert (again / "report.html").read_bytes() == (
+        tmp_path / "report" / "report.html"
+    ).read_bytes()
+    assert (again / "estimates.xlsx").read_bytes() == (
+        tmp_path / "report" / "estimates.xlsx"
+    ).read_bytes()
+    res = CliRunner().invoke(
+        cli, ["report", str(MINIMAL), "--from", str(tmp_path), "--lang", "en", "--no-pdf"]
+    )
+    assert res.exit_code == 0, res.output
+    assert '<html lang="en"' in (tmp_path / "report" / "en" / "report.html").read_text()
+
+
+def test_report_without_a_run_says_so(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["report", str(MINIMAL), "--from", str(tmp_path)])
+    assert res.exit_code != 0
+    assert "no valid_sample/ here; run `impactstudy run` first" in res.output
+    assert "Traceback" not in res.output

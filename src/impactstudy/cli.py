@@ -352,6 +352,77 @@ def run(study: str | None, seed: int | None, out: str, lang: str | None) -> None
 
 
 @cli.command()
+@click.argument("study", required=False, type=click.Path(file_okay=False))
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(file_okay=False),
+    default="out",
+    show_default=True,
+    help="The folder of a finished `impactstudy run`.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for the report (default: <from>/report, or <from>/report/<lang>).",
+)
+@click.option("--lang", default=None, help="zh or en (default: the study's default).")
+@click.option("--no-pdf", is_flag=True, help="Write the HTML and XLSX only.")
+@_friendly
+def report(study: str | None, source: str, out: str | None, lang: str | None, no_pdf: bool) -> None:
+    """Write the report (HTML, PDF, XLSX) again from a finished run's folder, e.g. in another
+    language; nothing is simulated or estimated again (the weights are recomputed from the valid
+    sample, which is deterministic).
+
+    \b
+    Example:
+      impactstudy report --from out --lang en
+    """
+    import json
+
+    import polars as pl
+
+    from impactstudy.estimate import Estimates
+    from impactstudy.impact import ModelRun, audit_outputs
+    from impactstudy.quality import ValidSample
+    from impactstudy.report import ReportInputs, write_report
+    from impactstudy.study import load
+    from impactstudy.weighting import weight
+
+    s = load(_study_path(study))
+    root = Path(source)
+    for part in ("valid_sample", "estimates"):
+        if not (root / part).is_dir():
+            raise click.ClickException(f"{root}: no {part}/ here; run `impactstudy run` first")
+    sim_meta = root / "simulation" / "simulation.json"
+    seed = json.loads(sim_meta.read_text())["seed"] if sim_meta.is_file() else None
+    valid = ValidSample.read(root / "valid_sample")
+    weighted = weight(valid, s, seed=seed or 0)
+    estimates = Estimates.read(root / "estimates")
+    runs = {
+        p: ModelRun.read(root / "model" / p)
+        for p in (s.model.model.presets if s.model is not None else [])
+        if (root / "model" / p).is_dir()
+    }
+    findings = None
+    if (
+        "caict" in runs
+        and s.model is not None
+        and any(q.figures for q in s.model.quantity.values())
+    ):
+        findings = audit_outputs(runs["caict"], s)
+    truth_file = root / "simulation" / "truth.parquet"
+    truth = pl.read_parquet(truth_file) if truth_file.is_file() else None
+    language = lang or s.config.study.default_language
+    target = Path(out) if out else root / "report" / (language if lang else "")
+    inputs = ReportInputs(s, valid, weighted, estimates, runs, findings, truth, seed)
+    files = write_report(inputs, target, lang=language, pdf=not no_pdf)
+    written = [files.html, files.pdf, files.xlsx, files.parquet]
+    click.echo("report: " + ", ".join(str(f) for f in written if f is not None))
+
+
+@cli.command()
 @click.argument("figures", required=False, type=click.Path(dir_okay=False))
 @click.option(
     "--rules",

@@ -111,6 +111,18 @@ class Estimates:
         )
         return root
 
+    @classmethod
+    def read(cls, path: Path | str) -> Estimates:
+        """Read the folder `write` wrote."""
+        root = Path(path)
+        for name in ("estimates.parquet", "covariance.parquet", "estimates.json"):
+            if not (root / name).is_file():
+                raise FileNotFoundError(f"{root}: no {name} (not an estimates folder)")
+        table = pl.read_parquet(root / "estimates.parquet")
+        cov = pl.read_parquet(root / "covariance.parquet")
+        provenance = json.loads((root / "estimates.json").read_text(encoding="utf-8"))
+        return cls(table, list(cov.columns), cov.to_numpy().astype(np.float64), provenance)
+
 
 @dataclass
 class _Column:

@@ -38,6 +38,14 @@ FloatArray = npt.NDArray[np.float64]
 LOW, HIGH = 0.05, 0.95
 
 
+#: column types of summary.csv that a CSV cannot carry when a column is empty
+_SUMMARY_TYPES: dict[str, pl.DataType] = {
+    "headline": pl.Boolean(),
+    "published": pl.Float64(),
+    "published_inside": pl.Boolean(),
+}
+
+
 class ModelError(ValueError):
     """A model that cannot run on the estimates given (an input missing, a covariance unusable)."""
 
@@ -69,6 +77,24 @@ class ModelRun:
         meta = {"preset": self.preset, "seed": self.seed, **self.provenance}
         (root / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return root
+
+    @classmethod
+    def read(cls, path: Path | str) -> ModelRun:
+        """Read the folder `write` wrote."""
+        root = Path(path)
+        for name in ("summary.csv", "sensitivity.csv", "draws.parquet", "model.json"):
+            if not (root / name).is_file():
+                raise ModelError(f"{root}: no {name} (not a model run folder)")
+        meta = json.loads((root / "model.json").read_text())
+        preset, seed = str(meta.pop("preset")), int(meta.pop("seed"))
+        return cls(
+            preset,
+            seed,
+            pl.read_parquet(root / "draws.parquet"),
+            pl.read_csv(root / "summary.csv", schema_overrides=_SUMMARY_TYPES),
+            pl.read_csv(root / "sensitivity.csv"),
+            meta,
+        )
 
 
 def _model(study: Study) -> ModelFile:
