@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from impactstudy.estimate import Design, DesignError, by, mean, svyrecvar, total
+from impactstudy.estimate import Design, DesignError, by, mean, svyreccov, svyrecvar, total
 from impactstudy.estimate.design import LONELY_PSU, LonelyPSU
 
 R = Path(__file__).parent / "fixtures" / "r"
@@ -441,3 +441,25 @@ def test_by_matches_r_svyby(r: dict[str, str]) -> None:
     row = got.filter(pl.col("domain") == r["domain"]).row(0, named=True)
     expect_number(row["estimate"], r["estimate"])
     expect_number(float("nan") if row["se"] is None else row["se"], r["se"])
+
+
+@pytest.mark.parametrize("case", sorted(DESIGNS))
+@pytest.mark.parametrize("lonely", LONELY_PSU)
+def test_covariance_diagonal_is_the_variance(case: str, lonely: LonelyPSU) -> None:
+    """`svyreccov` (the covariance the impact model draws from) has `svyrecvar` on its diagonal
+    and is symmetric positive semi-definite, under every stage structure and lonely-PSU rule."""
+    design = DESIGNS[case](lonely)
+    z = np.random.default_rng(7).normal(size=(design.n, 3)) * design.weights[:, None]
+    try:
+        var = svyrecvar(z, design)
+    except DesignError:
+        with pytest.raises(DesignError):
+            svyreccov(z, design)
+        return
+    cov = svyreccov(z, design)
+    np.testing.assert_allclose(np.diag(cov), var, rtol=1e-10)
+    if np.isnan(var).any():  # R's NaN: every stratum of a cluster lonely under "average"
+        assert np.isnan(cov).all()
+        return
+    np.testing.assert_allclose(cov, cov.T, rtol=1e-12, atol=1e-12 * float(np.abs(cov).max()))
+    assert np.linalg.eigvalsh(cov).min() >= -1e-9 * float(np.abs(cov).max())

@@ -198,6 +198,9 @@ def _stage_covariance(
     n_groups = int(parent_h.max()) + 1
     nstrat = np.bincount(parent_h, minlength=n_groups).astype(np.float64)
     nokstrat = np.bincount(parent_h, weights=ok.astype(np.float64), minlength=n_groups)
+    if np.any((nokstrat == 0) & (nstrat > 0)):
+        # every stratum of a cluster lonely under "average": R (and svyrecvar) give NaN
+        return np.full((z.shape[1], z.shape[1]), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         factor = nstrat / nokstrat
     weight_h = np.where(ok, scale * factor[parent_h], 0.0)
