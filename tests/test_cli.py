@@ -207,3 +207,13 @@ def test_report_without_a_run_says_so(tmp_path: Path) -> None:
     assert res.exit_code != 0
     assert "no valid_sample/ here; run `impactstudy run` first" in res.output
     assert "Traceback" not in res.output
+
+
+def test_report_from_a_damaged_run_names_what_is_missing(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["run", str(MINIMAL), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "estimates" / "covariance.parquet").unlink()
+    res = CliRunner().invoke(cli, ["report", str(MINIMAL), "--from", str(tmp_path), "--no-pdf"])
+    assert res.exit_code != 0
+    assert "cannot read the run's artifacts" in res.output and "covariance.parquet" in res.output
+    assert "Traceback" not in res.output and "bug" not in res.output

@@ -274,7 +274,7 @@ def run(study: str | None, seed: int | None, out: str, lang: str | None) -> None
       impactstudy run --out out/
     """
     from impactstudy.estimate import estimate_all
-    from impactstudy.impact import audit_outputs, run_presets
+    from impactstudy.impact import run_presets
     from impactstudy.quality import screen
     from impactstudy.report import ReportInputs, write_report
     from impactstudy.study import load
@@ -306,12 +306,9 @@ def run(study: str | None, seed: int | None, out: str, lang: str | None) -> None
         for preset, model_run in runs.items():
             model_run.write(Path(out) / "model" / preset)
         bar.update(1, stages[4])
-        findings = None
-        if runs and "caict" in runs and any(q.figures for q in s.model.quantity.values()):
-            findings = audit_outputs(runs["caict"], s)
-            findings.with_columns(findings["figures"].list.join("; ").alias("figures")).write_csv(
-                Path(out) / "model" / "caict" / "audit.csv"
-            )
+        findings = _outputs_audit(runs, s)
+        if findings is not None:
+            _write_findings(findings, Path(out) / "model" / "caict" / "audit.csv")
         bar.update(1, stages[5])
         inputs = ReportInputs(
             study=s,
@@ -384,7 +381,7 @@ def report(study: str | None, source: str, out: str | None, lang: str | None, no
     import polars as pl
 
     from impactstudy.estimate import Estimates
-    from impactstudy.impact import ModelRun, audit_outputs
+    from impactstudy.impact import ModelRun
     from impactstudy.quality import ValidSample
     from impactstudy.report import ReportInputs, write_report
     from impactstudy.study import load
@@ -397,21 +394,18 @@ def report(study: str | None, source: str, out: str | None, lang: str | None, no
             raise click.ClickException(f"{root}: no {part}/ here; run `impactstudy run` first")
     sim_meta = root / "simulation" / "simulation.json"
     seed = json.loads(sim_meta.read_text())["seed"] if sim_meta.is_file() else None
-    valid = ValidSample.read(root / "valid_sample")
+    try:
+        valid = ValidSample.read(root / "valid_sample")
+        estimates = Estimates.read(root / "estimates")
+        runs = {
+            p: ModelRun.read(root / "model" / p)
+            for p in (s.model.model.presets if s.model is not None else [])
+            if (root / "model" / p).is_dir()
+        }
+    except (OSError, ValueError) as exc:  # a folder not written by `run`, or cut short
+        raise click.ClickException(f"{root}: cannot read the run's artifacts: {exc}") from None
     weighted = weight(valid, s, seed=seed or 0)
-    estimates = Estimates.read(root / "estimates")
-    runs = {
-        p: ModelRun.read(root / "model" / p)
-        for p in (s.model.model.presets if s.model is not None else [])
-        if (root / "model" / p).is_dir()
-    }
-    findings = None
-    if (
-        "caict" in runs
-        and s.model is not None
-        and any(q.figures for q in s.model.quantity.values())
-    ):
-        findings = audit_outputs(runs["caict"], s)
+    findings = _outputs_audit(runs, s)
     truth_file = root / "simulation" / "truth.parquet"
     truth = pl.read_parquet(truth_file) if truth_file.is_file() else None
     language = lang or s.config.study.default_language
@@ -460,9 +454,7 @@ def audit(figures: str | None, rules_path: str | None, out: str | None) -> None:
         rules = load_rules(rules_path)
         findings = run_audit(read_figures(path), rules, source=str(path))
         if out:
-            findings.with_columns(findings["figures"].list.join("; ").alias("figures")).write_csv(
-                out
-            )
+            _write_findings(findings, Path(out))
     except AuditError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_PROBLEMS)
@@ -601,6 +593,22 @@ def _num(x: float | None) -> str:
     if abs(x) >= 100:
         return f"{x:.0f}"
     return f"{x:.3g}" if abs(x) < 1 else f"{x:.1f}"
+
+
+def _outputs_audit(runs: Mapping[str, ModelRun], study: Study) -> pl.DataFrame | None:
+    """The consistency audit of the caict outputs in place of the published figures, when the
+    model names the figures its quantities stand for; else None."""
+    from impactstudy.impact import audit_outputs
+
+    model = study.model
+    if "caict" not in runs or model is None or not any(q.figures for q in model.quantity.values()):
+        return None
+    return audit_outputs(runs["caict"], study)
+
+
+def _write_findings(findings: pl.DataFrame, path: Path) -> None:
+    """The audit's findings as CSV (the list of figure ids joined by '; ')."""
+    findings.with_columns(findings["figures"].list.join("; ")).write_csv(path)
 
 
 def valid_table(valid: ValidSample, study: Study) -> str:
