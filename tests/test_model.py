@@ -139,7 +139,7 @@ def test_same_seed_same_bits(wechat_study: Study, estimates: Estimates) -> None:
 
 
 def test_survey_inputs_are_drawn_with_their_covariance(
-    runs: dict[str, ModelRun], estimates: Estimates
+    wechat_study: Study, runs: dict[str, ModelRun], estimates: Estimates
 ) -> None:
     """The draws of the survey inputs have the estimates' variances and correlations (Monte
     Carlo error at 2,000 draws: a few percent of a variance, about 0.03 of a correlation)."""
@@ -155,7 +155,9 @@ def test_survey_inputs_are_drawn_with_their_covariance(
     assert abs(corr[a, b]) > 0.2  # a pair worth testing
     x = draws[f"est.{ids[a]}"].to_numpy()
     y = draws[f"est.{ids[b]}"].to_numpy()
-    scale = 0.01 if estimates.table.filter(pl.col("indicator") == ids[a])["unit"][0] == "%" else 1
+    # a proportion in % is a fraction in the model; a mean in % (a percentage answer) is not
+    spec = wechat_study.indicators[ids[a]].spec
+    scale = 0.01 if spec.statistic == "proportion" and spec.unit == "%" else 1
     assert np.var(x, ddof=1) == pytest.approx(cov[a, a] * scale**2, rel=0.08)
     assert np.corrcoef(x, y)[0, 1] == pytest.approx(corr[a, b], abs=0.05)
 
