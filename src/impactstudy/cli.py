@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from impactstudy.estimate.batch import Estimates
+    from impactstudy.helper import Helper
     from impactstudy.impact import ModelRun
     from impactstudy.quality import ValidSample
     from impactstudy.simulate import Simulation
@@ -38,6 +39,7 @@ def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
     @wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from impactstudy.estimate import DesignError
+        from impactstudy.helper import HelperError
         from impactstudy.report import PdfError
         from impactstudy.study import StudyError
         from impactstudy.weighting import WeightingError
@@ -50,6 +52,9 @@ def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
         except (DesignError, WeightingError, PdfError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_PROBLEMS)
+        except HelperError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_INTERNAL)
         except click.exceptions.Exit:
             raise
         except click.ClickException:
@@ -117,7 +122,7 @@ def check(study: str | None) -> None:
     click.echo(summary(s))
 
 
-def _simulate(study: Study, seed: int | None) -> Simulation:
+def _simulate(study: Study, seed: int | None, helper: Helper | None = None) -> Simulation:
     """Run the simulator with a progress bar (stderr), turning its errors into messages."""
     from impactstudy.simulate import SimulationError, simulate, steps
 
@@ -125,7 +130,7 @@ def _simulate(study: Study, seed: int | None) -> Simulation:
         length=steps(study), label="simulate", file=sys.stderr, show_pos=True
     ) as bar:
         try:
-            return simulate(study, seed, progress=lambda label: bar.update(1))
+            return simulate(study, seed, progress=lambda label: bar.update(1), helper=helper)
         except SimulationError as exc:
             raise click.ClickException(str(exc)) from None
 
@@ -264,8 +269,16 @@ def _refuse_other_groups(out: Path, groups: set[str]) -> None:
 @click.option(
     "--lang", default=None, help="Report language (zh or en; default: the study's default)."
 )
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes to use: 1 runs everything in this one; default 2 where two cores are "
+    "free. Same bytes either way.",
+)
 @_friendly
-def run(study: str | None, seed: int | None, out: str, lang: str | None) -> None:
+def run(study: str | None, seed: int | None, out: str, lang: str | None, jobs: int | None) -> None:
     """Run the whole study: check, simulate, screen, weight, estimate, model (both presets), audit
     and report (HTML, PDF, XLSX), with a progress bar per stage on stderr.
 
@@ -273,16 +286,44 @@ def run(study: str | None, seed: int | None, out: str, lang: str | None) -> None
     Example:
       impactstudy run --out out/
     """
+    from threadpoolctl import threadpool_limits
+
+    from impactstudy.helper import Helper, default_jobs
+    from impactstudy.study import load
+
+    path = _study_path(study)
+    processes = (jobs or default_jobs()) - 1
+    # One BLAS thread, whatever the machine: the last bits of a threaded BLAS product depend on
+    # the thread count (same seed, same bytes on any machine), and BLAS threads waiting for a
+    # core the helper holds cost more than they give.
+    with threadpool_limits(limits=1, user_api="blas"):
+        if processes == 0:
+            _run(load(path), seed, out, lang, None)
+            return
+        if not path.is_dir():  # the same message as without helpers
+            load(path)
+        with Helper(path, processes) as helper:  # it loads the study while we do
+            s = load(path)
+            helper.check(s)
+            _run(s, seed, out, lang, helper)
+
+
+def _run(s: Study, seed: int | None, out: str, lang: str | None, helper: Helper | None) -> None:
+    """`run` on a loaded study; a helper, when given, builds part of the populations, makes the
+    model's input-output draws while this process estimates, and prints the PDF while this
+    process writes the workbook."""
     from impactstudy.estimate import estimate_all
-    from impactstudy.impact import run_presets
+    from impactstudy.impact import io_draws, run_presets
     from impactstudy.quality import screen
     from impactstudy.report import ReportInputs, write_report
-    from impactstudy.study import load
+    from impactstudy.report.pdf import warm
     from impactstudy.weighting import weight
 
-    s = load(_study_path(study))
     click.echo(summary(s))
-    sim = _simulate(s, seed)
+    sim = _simulate(s, seed, helper)
+    ahead = helper.submit_study(io_draws) if helper is not None and s.model is not None else None
+    if helper is not None:
+        helper.submit(warm)
     sim.write(s, Path(out) / "simulation")
     stages = ["screen", "weight", "estimate", "model", "audit", "report"]
     with click.progressbar(
@@ -302,7 +343,8 @@ def run(study: str | None, seed: int | None, out: str, lang: str | None) -> None
         estimates = estimate_all(weighted, s, by=[s.config.sample.stratify_by])
         estimates.write(Path(out) / "estimates")
         bar.update(1, stages[3])
-        runs = run_presets(s, estimates) if s.model is not None else {}
+        io = ahead.result() if ahead is not None else None
+        runs = run_presets(s, estimates, io=io) if s.model is not None else {}
         for preset, model_run in runs.items():
             model_run.write(Path(out) / "model" / preset)
         bar.update(1, stages[4])
@@ -321,7 +363,10 @@ def run(study: str | None, seed: int | None, out: str, lang: str | None) -> None
             seed=sim.seed,
         )
         files = write_report(
-            inputs, Path(out) / "report", lang=lang or s.config.study.default_language
+            inputs,
+            Path(out) / "report",
+            lang=lang or s.config.study.default_language,
+            executor=helper,
         )
         bar.update(1, "done")
     click.echo("")

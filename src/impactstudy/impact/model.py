@@ -30,7 +30,16 @@ from impactstudy.impact import io as iot
 from impactstudy.study import Study
 from impactstudy.study.schema import ModelFile, Prior
 
-__all__ = ["ModelError", "ModelRun", "audit_outputs", "draw_prior", "run_model", "run_presets"]
+__all__ = [
+    "IODraws",
+    "ModelError",
+    "ModelRun",
+    "audit_outputs",
+    "draw_prior",
+    "io_draws",
+    "run_model",
+    "run_presets",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -237,7 +246,14 @@ class _IOJobs:
     spending), from the Dirichlet-perturbed table (`impactstudy.impact.io`); the central row uses
     the table as published. Type II induced jobs use the published table."""
 
-    def __init__(self, model: ModelFile, size: int, seed: int, central: bool) -> None:
+    def __init__(
+        self,
+        model: ModelFile,
+        size: int,
+        seed: int,
+        central: bool,
+        ahead: IODraws | None = None,
+    ) -> None:
         spec = model.io
         assert spec is not None
         self.spec = spec
@@ -246,15 +262,12 @@ class _IOJobs:
         self.per_unit: dict[str, FloatArray] = {}  # job -> (rows, k) jobs per 万元 of f_j
         self.induced: dict[str, FloatArray] = {}
         self.scale: dict[str, FloatArray] = {}  # job -> (k,) 万元 of f_j per unit of input
-        all_excluded = tuple(
-            sorted(
-                {
-                    int(e)
-                    for name, job in spec.jobs.items()
-                    for e in _positions(table, job.exclude, f"io.jobs.{name}.exclude")
-                }
+        key = _io_key(model, size, seed)
+        all_excluded = key[-1]
+        if ahead is not None and ahead.key != key:
+            raise ModelError(
+                f"the input-output draws given were made for {ahead.key}, this run needs {key}"
             )
-        )
         for name, job in spec.jobs.items():
             where = f"io.jobs.{name}"
             cols = _positions(table, list(job.split), f"{where}.split")
@@ -266,7 +279,7 @@ class _IOJobs:
             if central:
                 m = ((keep * l_all) @ (table.L - np.eye(table.n)))[cols][None, :]
             else:
-                rows = _io_rows(spec.year, spec.sectors, spec.alpha, size, seed, all_excluded)
+                rows = ahead.rows if ahead is not None else _io_rows(*key)
                 at = [all_excluded.index(int(e)) + 1 for e in excluded]
                 # lk′L_r = l′L_r − Σ_e l_e e_e′L_r, then minus lk (the direct part)
                 lkl = rows[:, 0, :] - np.einsum("e,ren->rn", l_all[excluded], rows[:, at, :])
@@ -307,6 +320,42 @@ def _positions(table: iot.IOTable, codes: list[str], key: str) -> NDArray[np.int
     return table.index(codes) if codes else np.zeros(0, dtype=np.intp)
 
 
+IOKey = tuple[int, int, float, int, int, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class IODraws:
+    """The perturbed input-output table's rows a run reads (``l′L_r`` and ``e_e′L_r`` per draw
+    ``r``), made apart from the survey estimates, which they do not depend on: `io_draws` can
+    run ahead, e.g. in another process, and `run_presets` takes them (``key``: table year,
+    sectors, Dirichlet alpha, draws, seed, excluded sectors)."""
+
+    key: IOKey
+    rows: FloatArray
+
+
+def io_draws(study: Study, *, draws: int | None = None, seed: int | None = None) -> IODraws | None:
+    """The input-output draws `run_model` would make for ``study`` with ``draws`` and ``seed``
+    (defaults from ``[model]``); None for a model without ``[io]`` jobs."""
+    model = _model(study)
+    if model.io is None:
+        return None
+    key = _io_key(model, draws or model.model.draws, model.model.seed if seed is None else seed)
+    return IODraws(key, _io_rows(*key))
+
+
+def _io_key(model: ModelFile, size: int, seed: int) -> IOKey:
+    spec = model.io
+    assert spec is not None
+    table = _table(spec.year, spec.sectors)
+    excluded = {
+        int(e)
+        for name, job in spec.jobs.items()
+        for e in _positions(table, job.exclude, f"io.jobs.{name}.exclude")
+    }
+    return (spec.year, spec.sectors, spec.alpha, size, seed, tuple(sorted(excluded)))
+
+
 @functools.lru_cache(maxsize=4)
 def _io_rows(
     year: int, sectors: int, alpha: float, size: int, seed: int, excluded: tuple[int, ...]
@@ -327,8 +376,10 @@ def run_model(
     preset: str | None = None,
     draws: int | None = None,
     seed: int | None = None,
+    io: IODraws | None = None,
 ) -> ModelRun:
-    """Run model.toml over ``draws`` joint draws of its inputs (defaults from ``[model]``)."""
+    """Run model.toml over ``draws`` joint draws of its inputs (defaults from ``[model]``);
+    ``io``: the input-output draws made ahead by `io_draws` (else made here)."""
     model = _model(study)
     preset = preset or model.model.default_preset
     if preset not in model.model.presets:
@@ -358,9 +409,9 @@ def run_model(
             columns[name] = np.full(size, value)
             central[name] = value
     order = _order(model)
-    io = _IOJobs(model, size, seed, central=False) if model.io is not None else None
+    jobs = _IOJobs(model, size, seed, central=False, ahead=io) if model.io is not None else None
     io_central = _IOJobs(model, 1, seed, central=True) if model.io is not None else None
-    table = _evaluate(model, order, pl.DataFrame(columns), io)
+    table = _evaluate(model, order, pl.DataFrame(columns), jobs)
     scenarios = _scenarios(central, varied, columns)
     evaluated = _evaluate(model, order, scenarios.drop("input", "side"), io_central)
     return ModelRun(
@@ -374,13 +425,18 @@ def run_model(
 
 
 def run_presets(
-    study: Study, estimates: object, *, draws: int | None = None, seed: int | None = None
+    study: Study,
+    estimates: object,
+    *,
+    draws: int | None = None,
+    seed: int | None = None,
+    io: IODraws | None = None,
 ) -> dict[str, ModelRun]:
     """Every preset of model.toml (caict and net for the WeChat study), same draws of the inputs
-    that no preset fixes."""
+    that no preset fixes; ``io`` as in `run_model`."""
     model = _model(study)
     return {
-        p: run_model(study, estimates, preset=p, draws=draws, seed=seed)
+        p: run_model(study, estimates, preset=p, draws=draws, seed=seed, io=io)
         for p in model.model.presets
     }
 

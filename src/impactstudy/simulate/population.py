@@ -13,6 +13,7 @@ answers are correlated as real ones are.
 from __future__ import annotations
 
 import datetime as dt
+import io
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "Target",
     "build_population",
     "column_kinds",
+    "population_size",
     "targets_of",
 ]
 
@@ -62,6 +64,32 @@ class Population:
     #: real units each synthetic unit stands for
     weight: float
     repeats: dict[str, pl.DataFrame] = field(default_factory=dict)
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        """Pickled (to or from a helper process) as zstd Arrow IPC: a tenth of the bytes of
+        Polars' own pickling of 400,000 answers, and a third of the time."""
+        repeats = {k: _ipc(v) for k, v in self.repeats.items()}
+        return (_population, (self.group, _ipc(self.frame), self.weight, repeats))
+
+
+def _ipc(frame: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.write_ipc(buf, compression="zstd")
+    return buf.getvalue()
+
+
+def _population(group: str, frame: bytes, weight: float, repeats: dict[str, bytes]) -> Population:
+    # one chunk per column, as built: sums over chunks could round differently
+    def read(data: bytes) -> pl.DataFrame:
+        return pl.read_ipc(io.BytesIO(data)).rechunk()
+
+    return Population(group, read(frame), weight, {k: read(v) for k, v in repeats.items()})
+
+
+def population_size(study: Study, group: str) -> int:
+    """Synthetic units of a group: simulation.toml's ``size``, else 10,000."""
+    spec = study.simulation.groups.get(group) if study.simulation else None
+    return spec.size if spec is not None else 10_000
 
 
 def targets_of(study: Study, group: str) -> list[Target]:
@@ -156,7 +184,7 @@ class _Builder:
         self.form: Form = g.form
         sim = study.simulation
         self.spec: GroupSimulation | None = sim.groups.get(group) if sim else None
-        self.size = self.spec.size if self.spec else 10_000
+        self.size = population_size(study, group)
         self.weight = study.frames.populations[group].population / self.size
         self.rng = np.random.default_rng([seed, _stable_hash(group)])
         self.today = study.config.fieldwork.start

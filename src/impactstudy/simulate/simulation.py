@@ -6,14 +6,18 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from impactstudy.responses import Responses
 from impactstudy.simulate.fieldwork import Fieldwork, QuotaShortError, close_quotas, run_fieldwork
-from impactstudy.simulate.population import Population, build_population
+from impactstudy.simulate.population import Population, build_population, population_size
 from impactstudy.simulate.truth import truth
 from impactstudy.study import Study
+
+if TYPE_CHECKING:
+    from impactstudy.helper import Helper
 
 __all__ = ["Simulation", "resample", "simulate", "steps"]
 
@@ -68,24 +72,52 @@ class Simulation:
 
 
 def simulate(
-    study: Study, seed: int | None = None, progress: Callable[[str], None] | None = None
+    study: Study,
+    seed: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    helper: Helper | None = None,
 ) -> Simulation:
     """Build every group's population, its truth, and the fieldwork that samples it.
 
-    `progress` is called with a short label after each step (a progress bar's hook)."""
+    `progress` is called with a short label after each step (a progress bar's hook). With a
+    `helper`, its processes build the largest groups' populations while this one builds the
+    smallest (same populations: each group draws from its own seeded stream)."""
     if seed is None:
         seed = study.simulation.simulation.seed if study.simulation else 0
     step = progress or (lambda label: None)
-    populations: dict[str, Population] = {}
-    for g in study.groups:
-        populations[g] = build_population(study, g, seed)
-        step(f"population {g}")
+    populations = _populations(study, seed, helper, step)
     true_values = truth(study, populations)
     step("truth")
     fieldwork = _fieldwork(study, populations, seed)
     step("fieldwork")
     step("quotas closed on valid responses")
     return Simulation(seed, populations, true_values, fieldwork)
+
+
+def _populations(
+    study: Study, seed: int, helper: Helper | None, step: Callable[[str], None]
+) -> dict[str, Population]:
+    """Every group's population, in the study's group order. The helper is handed the groups
+    largest first and this process takes them back smallest first (`Future.cancel()` succeeds
+    for a group no helper has started), so both finish at about the same time."""
+    built: dict[str, Population] = {}
+    if helper is None:
+        for g in study.groups:
+            built[g] = build_population(study, g, seed)
+            step(f"population {g}")
+        return built
+    sizes = {g: population_size(study, g) for g in study.groups}
+    largest_first = sorted(study.groups, key=lambda g: -sizes[g])
+    futures = {g: helper.submit_study(build_population, g, seed) for g in largest_first}
+    for g in reversed(largest_first):
+        if futures[g].cancel():
+            built[g] = build_population(study, g, seed)
+            step(f"population {g}")
+    for g in largest_first:
+        if g not in built:
+            built[g] = futures[g].result()
+            step(f"population {g}")
+    return {g: built[g] for g in study.groups}
 
 
 def _fieldwork(study: Study, populations: dict[str, Population], seed: int) -> Fieldwork:

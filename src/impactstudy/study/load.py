@@ -48,6 +48,9 @@ class StudyError(Exception):
         lines += [f"  {p}" for p in problems]
         super().__init__("\n".join(lines))
 
+    def __reduce__(self) -> tuple[type[StudyError], tuple[list[Problem]]]:
+        return (StudyError, (self.problems,))  # from a helper process, problems intact
+
 
 class _Loader:
     def __init__(self, root: Path) -> None:
