@@ -7,11 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 LOCK=requirements.lock
-# fonts-noto-cjk: the report's Chinese (PDF, charts, browser); libpango-1.0-0 libpangoft2-1.0-0
-# libharfbuzz-subset0: WeasyPrint (PDF; without harfbuzz-subset a PDF takes 40x longer);
-# and, for the tests only (--dev): poppler-utils, the PDF tests (pdftotext, pdffonts, pdftoppm);
-# chromium, the browser tests
-APT_PACKAGES=(fonts-noto-cjk libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0)
+# fonts-noto-cjk: the report's Chinese (PDF, charts, browser); and, for the tests only (--dev):
+# poppler-utils, the PDF tests (pdftotext, pdffonts, pdftoppm); chromium, the browser tests
+APT_PACKAGES=(fonts-noto-cjk)
 if [[ "${1:-}" == "--dev" ]]; then
   LOCK=requirements-dev.lock
   APT_PACKAGES+=(poppler-utils chromium)

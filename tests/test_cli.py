@@ -180,21 +180,17 @@ def test_run_on_the_bundled_study_end_to_end(tmp_path: Path) -> None:
 
 
 def test_report_rewrites_a_finished_run_identically(tmp_path: Path) -> None:
-    """`impactstudy report --from` re-renders from the run's folder: the same page and workbook
-    bytes as the run wrote, and English on request."""
+    """`impactstudy report --from` re-renders from the run's folder: the same page, PDF and
+    workbook bytes as the run wrote, and English on request."""
     res = CliRunner().invoke(cli, ["run", str(MINIMAL), "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     again = tmp_path / "again"
     res = CliRunner().invoke(
-        cli, ["report", str(MINIMAL), "--from", str(tmp_path), "--out", str(again), "--no-pdf"]
+        cli, ["report", str(MINIMAL), "--from", str(tmp_path), "--out", str(again)]
     )
     assert res.exit_code == 0, res.output
-    assert (again / "report.html").read_bytes() == (
-        tmp_path / "report" / "report.html"
-    ).read_bytes()
-    assert (again / "estimates.xlsx").read_bytes() == (
-        tmp_path / "report" / "estimates.xlsx"
-    ).read_bytes()
+    for name in ("report.html", "report.pdf", "estimates.xlsx"):
+        assert (again / name).read_bytes() == (tmp_path / "report" / name).read_bytes(), name
     res = CliRunner().invoke(
         cli, ["report", str(MINIMAL), "--from", str(tmp_path), "--lang", "en", "--no-pdf"]
     )

@@ -1,8 +1,8 @@
 """The report's HTML in a real browser: Debian's headless Chromium through Playwright
 (pytest-playwright's ``browser`` fixture, launched with conftest's settings: nothing is
-downloaded, no DNS lookups). The report is opened from a file:// URL (the real report when
-``impactstudy.report.render_html`` exists, else conftest's sample) and must: log no console
-error, request nothing but itself and data: URLs, show every chart, and read on a phone."""
+downloaded, no DNS lookups). The real report is opened from a file:// URL and must: log no
+console error, request nothing but itself and data: URLs, show every chart, and read on a
+phone."""
 
 from __future__ import annotations
 

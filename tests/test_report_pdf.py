@@ -1,7 +1,8 @@
-"""The report as a PDF (impactstudy.report.pdf): made from the report's HTML (the real report
-when ``impactstudy.report.render_html`` exists, else the sample of conftest), then checked with
-poppler's tools the way a reader would see it: the text is there (headings, every number of the
-HTML), every font is embedded and the Chinese one is Noto Sans CJK, pages render to images, and
+"""The report as a PDF (impactstudy.report.pdf): the real report (the default simulation, the
+impact model on 2,000 draws) typeset by Typst, then checked with poppler's tools the way a
+reader would see it: the text is there (headings, every number of the HTML page, which is made
+from the same context), the contents give the pages the sections are on, every number links to
+its provenance entry, every font is embedded and is Noto CJK, pages render to images, and
 Chinese glyphs are real glyphs, not tofu (.notdef boxes, which are all alike: see
 ``_cjk_cells_differ``)."""
 
@@ -15,20 +16,15 @@ import sys
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from impactstudy.report.pdf import (
-    CJK_FAMILY,
-    PdfError,
-    PdfResult,
-    cjk_font_file,
-    print_stylesheet,
-    render_pdf,
-    write_pdf,
-)
+from impactstudy.report import ReportInputs, report_context
+from impactstudy.report.fonts import CJK_FAMILY, FontError, cjk_font_file
+from impactstudy.report.pdf import PdfError, PdfResult, render_pdf, write_pdf
 
 HEADINGS = ["前言", "就业篇", "经济与社会篇", "产业篇", "附录"]
 #: CJK ideographs and full-width punctuation: every one advances by 1 em
@@ -75,19 +71,30 @@ class _VisibleText(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def pdf(report_html: str, tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+def context_zh(report_inputs: ReportInputs) -> dict[str, Any]:
+    return report_context(report_inputs, "zh")
+
+
+@pytest.fixture(scope="module")
+def pdf(context_zh: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Rendered:
     path = tmp_path_factory.mktemp("pdf") / "report.pdf"
-    result = render_pdf(report_html, path)
+    result = render_pdf(context_zh, path)
     print(f"PDF: {result.pages} pages, {path.stat().st_size / 1024:.0f} KB, {result.seconds:.2f} s")
     return Rendered(result, _squash(_run("pdftotext", "-enc", "UTF-8", str(path), "-")))
 
 
-def test_write_pdf_returns_the_path(tmp_path: Path) -> None:
-    html = '<html lang="en"><body><h1>Report 报告</h1></body></html>'
-    out = write_pdf(html, tmp_path / "sub" / "r.pdf")
+def test_write_pdf_returns_the_path(context_zh: dict[str, Any], tmp_path: Path) -> None:
+    out = write_pdf(context_zh, tmp_path / "sub" / "r.pdf")
     assert out == tmp_path / "sub" / "r.pdf"
     assert out.read_bytes().startswith(b"%PDF-")
     assert "(A4)" in _run("pdfinfo", str(out))
+
+
+def test_same_context_same_bytes(pdf: Rendered, context_zh: dict[str, Any], tmp_path: Path) -> None:
+    """No date, no machine fonts: the same report typesets to the same bytes."""
+    again = write_pdf(context_zh, tmp_path / "again.pdf")
+    assert again.read_bytes() == pdf.result.path.read_bytes()
+    assert b"CreationDate" not in again.read_bytes()
 
 
 def test_pages_are_a4_and_numbered(pdf: Rendered) -> None:
@@ -101,11 +108,12 @@ def test_pages_are_a4_and_numbered(pdf: Rendered) -> None:
         assert f"第{n}页" in _squash(page), (n, _squash(page)[-80:])
 
 
-def test_english_footer(tmp_path: Path) -> None:
-    html = '<html lang="en"><body><p>one</p><p style="break-before:page">two</p></body></html>'
-    path = write_pdf(html, tmp_path / "en.pdf")
+def test_english_footer(report_inputs: ReportInputs, tmp_path: Path) -> None:
+    path = write_pdf(report_context(report_inputs, "en"), tmp_path / "en.pdf")
     assert "Page 2" in _run("pdftotext", "-f", "2", "-l", "2", str(path), "-")
-    assert "第" not in _run("pdftotext", str(path), "-")
+    text = _squash(_run("pdftotext", str(path), "-"))
+    assert not re.search(r"第\d+页", text)
+    assert "Contents" in text and "Foreword" in text
 
 
 def test_text_has_the_headings_and_every_number(pdf: Rendered, report_html: str) -> None:
@@ -119,28 +127,49 @@ def test_text_has_the_headings_and_every_number(pdf: Rendered, report_html: str)
     assert not missing, f"numbers of the HTML not in the PDF: {missing[:20]}"
 
 
-def test_table_of_contents_has_page_numbers(pdf: Rendered, report_html: str) -> None:
-    if not re.search(r"<nav\b[^>]*>.*?<a\s[^>]*href=\"#", report_html, re.S):
-        pytest.skip("the report's HTML has no table of contents with anchors")
-    first = _run("pdftotext", "-layout", "-f", "1", "-l", "2", str(pdf.result.path), "-")
-    # a leader of dots, then the page number the heading is on
-    numbered = re.findall(r"\.{5,}\s*(\d+)\s*$", first, re.M)
-    assert len(numbered) >= 3, first[:1500]
-    assert all(1 <= int(n) <= pdf.result.pages for n in numbered)
-    assert [int(n) for n in numbered] == sorted(int(n) for n in numbered)
+def test_table_of_contents_has_page_numbers(pdf: Rendered) -> None:
+    """The contents on page 1 list every section with a leader and the page it starts on."""
+    first = _run("pdftotext", "-layout", "-f", "1", "-l", "1", str(pdf.result.path), "-")
+    # a leader of dots (spaced), a word joiner, the page number
+    entries = re.findall(r"^\s*(\S.*?)\s*(?:\.\s*){5,}\u2060?(\d+)\s*$", first, re.M)
+    assert [title for title, _ in entries][:2] == ["前言", "就业篇"], first[:1500]
+    assert len(entries) >= 7
+    pages = [int(n) for _, n in entries]
+    assert pages == sorted(pages) and pages[0] > 1 and pages[-1] <= pdf.result.pages
+    for title, n in entries:
+        page = _run("pdftotext", "-f", n, "-l", n, str(pdf.result.path), "-")
+        assert _squash(page).startswith(_squash(title)), (title, n, page[:80])
+
+
+def test_numbers_link_to_their_provenance(pdf: Rendered, context_zh: dict[str, Any]) -> None:
+    """Every survey figure's number is a link to its provenance entry (a named destination),
+    and no link leaves the document."""
+    data = pdf.result.path.read_bytes()
+    ids = [p["id"] for p in context_zh["appendix"]["provenance"]]
+    assert len(ids) > 100
+    missing = [i for i in ids if f"(prov-{i})".encode() not in data]
+    assert not missing, missing[:10]
+    assert b"/URI" not in data
+
+
+def test_a_link_to_nowhere_is_an_error(context_zh: dict[str, Any], tmp_path: Path) -> None:
+    broken = {**context_zh, "published": [dict(context_zh["published"][0], href="#prov-NOPE")]}
+    with pytest.raises(PdfError, match="prov-NOPE"):
+        render_pdf(broken, tmp_path / "broken.pdf")
+    assert not (tmp_path / "broken.pdf").exists()
 
 
 def test_fonts_are_embedded_and_cjk_is_noto(pdf: Rendered) -> None:
     rows = _run("pdffonts", str(pdf.result.path)).splitlines()[2:]
     assert rows
     names = [row.split()[0] for row in rows]
-    assert any("Noto-Sans-CJK-SC" in name for name in names), names
+    assert any("NotoSansCJKsc-Regular" in name for name in names), names
     for row in rows:
         # columns: name, type (1-3 words), encoding, emb, sub, uni, object, generation
+        assert "Noto" in row.split()[0], f"not one of the report's fonts: {row}"
         emb = row.split()[-5]
         assert emb == "yes", f"font not embedded: {row}"
         assert "Type 3" not in row, f"bitmap fallback font: {row}"
-        assert "[none]" not in row, row
 
 
 def test_first_pages_render(pdf: Rendered, tmp_path: Path) -> None:
@@ -223,9 +252,17 @@ def test_chinese_glyphs_are_not_tofu(pdf: Rendered) -> None:
     assert not tofu, f"Chinese drawn as identical boxes (missing font): {tofu}"
 
 
-def test_tofu_check_catches_a_missing_cjk_font(tmp_path: Path) -> None:
-    """The check above, on a PDF made where fontconfig knows no CJK font: it finds the tofu.
-    write_pdf itself refuses to run there (next test)."""
+def test_tofu_check_catches_a_missing_cjk_font(context_zh: dict[str, Any], tmp_path: Path) -> None:
+    """The check above, on the report typeset with DejaVu only: it finds the tofu. write_pdf
+    itself refuses to run where the CJK font is missing (next test)."""
+    path = tmp_path / "tofu.pdf"
+    render_pdf(context_zh, path, font_paths=[Path("/usr/share/fonts/truetype/dejavu")])
+    found = _cjk_cells_differ(path)
+    assert found and all(diff < 0.05 for _, diff in found), found
+
+
+def test_a_machine_without_the_cjk_font_is_refused(tmp_path: Path) -> None:
+    """Where fontconfig knows no CJK font, the PDF writer says which package to install."""
     conf = tmp_path / "fonts.conf"
     conf.write_text(
         '<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd"><fontconfig>'
@@ -234,32 +271,22 @@ def test_tofu_check_catches_a_missing_cjk_font(tmp_path: Path) -> None:
     )
     script = (
         "import sys; from pathlib import Path; import impactstudy.report.pdf as p\n"
-        "try:\n    p.write_pdf('<p>x</p>', Path(sys.argv[1] + '.x'))\n"
+        "try:\n    p.write_pdf({}, Path(sys.argv[1]))\n"
         "except p.PdfError as e:\n    print('refused:', e)\n"
-        "p.cjk_font_file = lambda *a: Path('/none')\n"
-        "p.write_pdf('<html lang=zh><h1>经济与社会篇</h1><p>带动就业机会与信息消费</p></html>',"
-        " Path(sys.argv[1]))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "tofu.pdf")],
+        [sys.executable, "-c", script, str(tmp_path / "none.pdf")],
         env={**os.environ, "FONTCONFIG_FILE": str(conf)},
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     assert "refused:" in out and "fonts-noto-cjk" in out
-    found = _cjk_cells_differ(tmp_path / "tofu.pdf")
-    assert found and all(diff < 0.05 for _, diff in found), found
+    assert not (tmp_path / "none.pdf").exists()
 
 
 def test_missing_font_is_a_clear_error() -> None:
-    with pytest.raises(PdfError, match="not installed"):
+    with pytest.raises(FontError, match="not installed"):
         cjk_font_file("No Such Font CJK")
     assert cjk_font_file().is_file()
-    assert CJK_FAMILY in print_stylesheet()
-
-
-def test_no_network_fetch(tmp_path: Path) -> None:
-    html = '<html><body><img src="http://192.0.2.1/x.png"><p>离线</p></body></html>'
-    path = write_pdf(html, tmp_path / "offline.pdf")
-    assert "离线" in _run("pdftotext", str(path), "-")
+    assert cjk_font_file(CJK_FAMILY).name.startswith("NotoSansCJK")

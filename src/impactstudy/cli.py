@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -286,44 +287,50 @@ def run(study: str | None, seed: int | None, out: str, lang: str | None, jobs: i
     Example:
       impactstudy run --out out/
     """
-    from threadpoolctl import threadpool_limits
-
-    from impactstudy.helper import Helper, default_jobs
+    from impactstudy.helper import ONE_THREAD, Helper, default_jobs
     from impactstudy.study import load
 
+    # One thread each for BLAS and Polars, set before either loads (a user's settings win): the
+    # last bits of a threaded BLAS product depend on the thread count (same seed, same bytes on
+    # any machine), and with a helper each process has a core of its own; Polars' threads gain
+    # nothing on the run's many small queries (docs/benchmarks.md).
+    for key, value in ONE_THREAD.items():
+        os.environ.setdefault(key, value)
     path = _study_path(study)
     processes = (jobs or default_jobs()) - 1
-    # One BLAS thread, whatever the machine: the last bits of a threaded BLAS product depend on
-    # the thread count (same seed, same bytes on any machine), and BLAS threads waiting for a
-    # core the helper holds cost more than they give.
-    with threadpool_limits(limits=1, user_api="blas"):
-        if processes == 0:
-            _run(load(path), seed, out, lang, None)
-            return
-        if not path.is_dir():  # the same message as without helpers
-            load(path)
-        with Helper(path, processes) as helper:  # it loads the study while we do
-            s = load(path)
-            helper.check(s)
-            _run(s, seed, out, lang, helper)
+    if processes == 0:
+        _run_loaded(load(path), seed, out, lang, None)
+        return
+    if not path.is_dir():  # the same message as without helpers
+        load(path)
+    with Helper(path, processes) as helper:  # it loads the study while we do
+        s = load(path)
+        helper.check(s)
+        _run_loaded(s, seed, out, lang, helper)
+
+
+def _run_loaded(
+    s: Study, seed: int | None, out: str, lang: str | None, helper: Helper | None
+) -> None:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):  # NumPy loaded already in this process
+        _run(s, seed, out, lang, helper)
 
 
 def _run(s: Study, seed: int | None, out: str, lang: str | None, helper: Helper | None) -> None:
     """`run` on a loaded study; a helper, when given, builds part of the populations, makes the
-    model's input-output draws while this process estimates, and prints the PDF while this
-    process writes the workbook."""
+    model's input-output draws while this process estimates, and writes the workbook while this
+    process draws the charts and typesets the report."""
     from impactstudy.estimate import estimate_all
     from impactstudy.impact import io_draws, run_presets
     from impactstudy.quality import screen
     from impactstudy.report import ReportInputs, write_report
-    from impactstudy.report.pdf import warm
     from impactstudy.weighting import weight
 
     click.echo(summary(s))
     sim = _simulate(s, seed, helper)
     ahead = helper.submit_study(io_draws) if helper is not None and s.model is not None else None
-    if helper is not None:
-        helper.submit(warm)
     sim.write(s, Path(out) / "simulation")
     stages = ["screen", "weight", "estimate", "model", "audit", "report"]
     with click.progressbar(

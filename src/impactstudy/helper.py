@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 if TYPE_CHECKING:
     from impactstudy.study import Study
 
-__all__ = ["Helper", "HelperError", "available_cores", "default_jobs", "study_digest"]
+__all__ = [
+    "ONE_THREAD",
+    "Helper",
+    "HelperError",
+    "available_cores",
+    "default_jobs",
+    "study_digest",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -65,6 +72,18 @@ def study_digest(path: Path | str) -> str:
 
 
 # -- in the helper process -------------------------------------------------------------------
+
+#: one thread each for Polars and BLAS, in `impactstudy run` and its helpers: each process has
+#: a core of its own; Polars' threads gain nothing on the run's many small queries; and the last
+#: bits of a threaded BLAS product depend on the thread count
+ONE_THREAD = {"POLARS_MAX_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _start() -> None:
+    """Before anything is imported in a new helper process (a user's own settings win)."""
+    for key, value in ONE_THREAD.items():
+        os.environ.setdefault(key, value)
+
 
 _LOADED: dict[str, Study] = {}
 
@@ -128,13 +147,16 @@ class Helper(Executor):
         self._path = str(Path(study).resolve())
         self._digest = study_digest(self._path)
         self._pool = ProcessPoolExecutor(
-            max_workers=processes, mp_context=multiprocessing.get_context("spawn")
+            max_workers=processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start,
         )
         self._pending: deque[_Item] = deque()
+        self._processes = processes
+        self._running = 0  # pieces handed to the processes and not yet back
         self._ready = threading.Condition()
         self._closed = False
-        # two feeders a process: the next piece waits in the process while the last one's
-        # result comes back (a population takes a second to pass), so it never stands idle
+        # two feeders a process: see _take
         self._threads = [
             threading.Thread(target=self._feed, name=f"impactstudy-helper-{i}", daemon=True)
             for i in range(2 * processes)
@@ -179,19 +201,35 @@ class Helper(Executor):
             if self._closed:
                 raise RuntimeError("cannot submit work to a closed Helper")
             self._pending.append(_Item(future, fn, args, kwargs, with_study))
-            self._ready.notify()
+            self._ready.notify_all()
         return future
+
+    def _take(self) -> _Item | None:
+        """The next piece for a process, once one may have it; None when closed and drained.
+
+        A process gets a second piece while it works on one (so it never waits for the last
+        one's result to come back: a population takes a second to pass), but not the last
+        pieces: those are left for the caller to take back while this process is busy."""
+        with self._ready:
+            while True:
+                live = [i for i in self._pending if not i.future.cancelled()]
+                if live and (self._running < self._processes or len(live) > self._processes):
+                    self._pending = deque(live[1:])
+                    self._running += 1
+                    return live[0]
+                if self._closed and not live:
+                    self._pending.clear()
+                    return None
+                self._ready.wait()
 
     def _feed(self) -> None:
         """Hand out the next piece nobody has taken back, wait for it."""
         while True:
-            with self._ready:
-                while not self._pending and not self._closed:
-                    self._ready.wait()
-                if not self._pending:
-                    return
-                item = self._pending.popleft()
+            item = self._take()
+            if item is None:
+                return
             if not item.future.set_running_or_notify_cancel():
+                self._done()
                 continue  # taken back by the caller
             try:
                 result = self._pool.submit(
@@ -214,6 +252,12 @@ class Helper(Executor):
                 item.future.set_exception(exc)
             else:
                 item.future.set_result(result)
+            self._done()
+
+    def _done(self) -> None:
+        with self._ready:
+            self._running -= 1
+            self._ready.notify_all()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking work; with ``cancel_futures`` drop what no process has started, and

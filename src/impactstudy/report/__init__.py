@@ -1,14 +1,24 @@
-"""Report: the bilingual report (HTML, XLSX; PDF from the same HTML) in which every number carries
-its interval and provenance.
+"""Report: the bilingual report (HTML, PDF, XLSX) in which every number carries its interval and
+provenance.
 
-``write_report(inputs, out, lang="zh")`` writes ``report.html``, ``report.pdf`` (WeasyPrint,
-embedded Noto Sans CJK), ``estimates.xlsx`` and ``estimates.parquet``; ``render_html(inputs,
-lang)`` gives the page that ``write_pdf`` prints.
+``write_report(inputs, out, lang="zh")`` writes ``report.html``, ``report.pdf`` (Typst, embedded
+Noto Sans CJK), ``estimates.xlsx`` and ``estimates.parquet``. The page and the PDF are made from
+one context, ``report_context(inputs, lang)``: ``html_page(context)`` and ``write_pdf(context,
+path)``.
 """
 
-from impactstudy.report.html import render_html
+from impactstudy.report.html import html_page, render_html, report_context
 from impactstudy.report.inputs import ReportInputs
 from impactstudy.report.pdf import PdfError, write_pdf
 from impactstudy.report.writer import ReportFiles, write_report
 
-__all__ = ["PdfError", "ReportFiles", "ReportInputs", "render_html", "write_pdf", "write_report"]
+__all__ = [
+    "PdfError",
+    "ReportFiles",
+    "ReportInputs",
+    "html_page",
+    "render_html",
+    "report_context",
+    "write_pdf",
+    "write_report",
+]

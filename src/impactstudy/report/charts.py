@@ -8,15 +8,15 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import matplotlib
 from matplotlib import font_manager
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from impactstudy.report.fonts import CJK_FAMILY, CJK_FONT_FILES
+
 __all__ = [
-    "CJK_FONT_FILES",
     "Bar",
     "bar_chart",
     "cjk_font_available",
@@ -25,11 +25,6 @@ __all__ = [
     "waterfall_chart",
 ]
 
-CJK_FONT_FILES = (
-    Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"),
-    Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc"),
-)
-CJK_FAMILY = "Noto Sans CJK SC"
 BLUE, ORANGE, GREY, GREEN, RED = "#2b6cb0", "#dd6b20", "#718096", "#2f855a", "#c53030"
 
 

@@ -1,4 +1,5 @@
-"""The report as one self-contained, printable HTML page (Jinja2, charts inline as SVG)."""
+"""The report's context (what it says, in one language) and the report as one self-contained,
+printable HTML page (Jinja2, charts inline as SVG)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from impactstudy.report import charts
 from impactstudy.report.fmt import fmt_interval, fmt_value, scale_unit
 from impactstudy.report.inputs import ReportInputs
 
-__all__ = ["LANGUAGES", "render_html", "strings"]
+__all__ = ["LANGUAGES", "html_page", "render_html", "report_context", "strings"]
 
 HERE = Path(__file__).parent
 LANGUAGES = ("zh", "en")
@@ -605,8 +606,18 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def render_html(inputs: ReportInputs, lang: str = "zh") -> str:
-    """The report as one self-contained HTML page in ``lang`` (``zh`` or ``en``), printable
-    (A4 paged-media CSS) for the PDF writer."""
-    context = _Builder(inputs, lang).context()
+def report_context(inputs: ReportInputs, lang: str = "zh") -> dict[str, Any]:
+    """What the report says in ``lang`` (``zh`` or ``en``): every number formatted with its
+    interval and link, the charts as SVG, the appendix. The HTML page and the PDF are both
+    made from it (`html_page`, `impactstudy.report.pdf.write_pdf`)."""
+    return _Builder(inputs, lang).context()
+
+
+def html_page(context: Mapping[str, Any]) -> str:
+    """The report context as one self-contained HTML page (charts inline)."""
     return _env().get_template("report.html.j2").render(**context)
+
+
+def render_html(inputs: ReportInputs, lang: str = "zh") -> str:
+    """The report as one self-contained HTML page in ``lang`` (``zh`` or ``en``)."""
+    return html_page(report_context(inputs, lang))

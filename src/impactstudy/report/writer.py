@@ -6,10 +6,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
-from impactstudy.report.html import render_html
+from impactstudy.report.html import html_page, report_context
 from impactstudy.report.inputs import ReportInputs
 from impactstudy.report.pdf import write_pdf
-from impactstudy.report.xlsx import write_xlsx
+from impactstudy.report.xlsx import sheets, write_sheets
 
 __all__ = ["ReportFiles", "write_report"]
 
@@ -32,25 +32,19 @@ def write_report(
     pdf: bool = True,
     executor: Executor | None = None,
 ) -> ReportFiles:
-    """Write ``report.html`` (in ``lang``), ``report.pdf`` (the same page printed, unless
+    """Write ``report.html`` (in ``lang``), ``report.pdf`` (the same report typeset, unless
     ``pdf=False``), ``estimates.xlsx`` and ``estimates.parquet`` in the folder ``out``
-    (created). With an ``executor`` (e.g. `impactstudy.helper.Helper`) the PDF is printed there
-    while this process writes the workbook."""
+    (created). With an ``executor`` (e.g. `impactstudy.helper.Helper`) the workbook is
+    written there while this process draws the charts and typesets the page and the PDF."""
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    page = render_html(inputs, lang)
+    workbook = root / "estimates.xlsx"
+    writing = executor.submit(write_sheets, sheets(inputs), workbook) if executor else None
+    context = report_context(inputs, lang)
     html = root / "report.html"
-    html.write_text(page, encoding="utf-8")
-    printing = (
-        executor.submit(write_pdf, page, root / "report.pdf", lang=lang)
-        if pdf and executor is not None
-        else None
-    )
-    xlsx = write_xlsx(inputs, root / "estimates.xlsx")
+    html.write_text(html_page(context), encoding="utf-8")
+    printed = write_pdf(context, root / "report.pdf") if pdf else None
     parquet = root / "estimates.parquet"
     inputs.estimates.table.write_parquet(parquet)
-    if printing is not None:
-        printed: Path | None = printing.result()
-    else:
-        printed = write_pdf(page, root / "report.pdf", lang=lang) if pdf else None
+    xlsx = writing.result() if writing is not None else write_sheets(sheets(inputs), workbook)
     return ReportFiles(html=html, xlsx=xlsx, parquet=parquet, pdf=printed)

@@ -16,7 +16,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from impactstudy.report.inputs import ReportInputs
 
-__all__ = ["write_xlsx"]
+__all__ = ["sheets", "write_sheets", "write_xlsx"]
 
 _BOLD = Font(bold=True)
 
@@ -45,15 +45,16 @@ def _group_rows(table: pl.DataFrame, group: str) -> pl.DataFrame:
     return table.filter(pl.col("groups").str.split(",").list.contains(group))
 
 
-def write_xlsx(inputs: ReportInputs, path: Path) -> Path:
-    """Write ``estimates.xlsx`` at ``path``."""
-    wb = Workbook(write_only=True)
+def sheets(inputs: ReportInputs) -> list[tuple[str, pl.DataFrame]]:
+    """The workbook's sheets, in order: each group's estimates, the model per preset, the
+    tornado, the audit."""
+    out = []
     table = inputs.estimates.table
     groups: Iterable[str] = inputs.study.config.groups
     for g in groups:
-        _sheet(wb, g, _group_rows(table, g))
+        out.append((g, _group_rows(table, g)))
     for preset, run in inputs.runs.items():
-        _sheet(wb, f"model_{preset}", run.summary)
+        out.append((f"model_{preset}", run.summary))
     if inputs.runs:
         sens = pl.concat(
             [
@@ -61,13 +62,27 @@ def write_xlsx(inputs: ReportInputs, path: Path) -> Path:
                 for p, run in inputs.runs.items()
             ]
         )
-        _sheet(wb, "sensitivity", sens)
+        out.append(("sensitivity", sens))
     if inputs.audit is not None:
-        _sheet(wb, "audit", inputs.audit)
+        out.append(("audit", inputs.audit))
+    return out
+
+
+def write_sheets(tables: Iterable[tuple[str, pl.DataFrame]], path: Path) -> Path:
+    """Write the sheets as a workbook at ``path`` (a second for the WeChat study's 94,000 cells:
+    another process can do it while the report is typeset)."""
+    wb = Workbook(write_only=True)
+    for title, frame in tables:
+        _sheet(wb, title, frame)
     path.parent.mkdir(parents=True, exist_ok=True)
     wb.save(path)
     _same_bytes(path)
     return path
+
+
+def write_xlsx(inputs: ReportInputs, path: Path) -> Path:
+    """Write ``estimates.xlsx`` at ``path``."""
+    return write_sheets(sheets(inputs), path)
 
 
 #: the timestamp written into every workbook (its properties and its zip entries)
