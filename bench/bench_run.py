@@ -1,6 +1,6 @@
 """The whole default run: `impactstudy run` on the bundled study, as a user runs it.
 
-    .venv/bin/python bench/bench_run.py [--repeat 3] [--no-stages]
+    .venv/bin/python bench/bench_run.py [--repeat 3] [--no-stages] [--baseline OTHER/impactstudy]
 
 1. A probe of the machine's speed (a pure-Python loop, a one-thread NumPy product), so that runs
    on machines of different speed can be compared: the same kind of machine has been seen to
@@ -56,22 +56,30 @@ def files(root: Path) -> dict[str, bytes]:
     }
 
 
-def whole_runs(repeat: int) -> dict[int, list[float]]:
-    times: dict[int, list[float]] = {1: [], 2: []}
+def whole_runs(repeat: int, baseline: str | None) -> dict[str, list[float]]:
+    commands = {
+        "`impactstudy run --jobs 1`": [str(EXE), "run", "--jobs", "1"],
+        "`impactstudy run --jobs 2`": [str(EXE), "run", "--jobs", "2"],
+    }
+    if baseline:
+        commands[f"baseline: `{baseline} run`"] = [baseline, "run"]
+    times: dict[str, list[float]] = {name: [] for name in commands}
     reference: dict[str, bytes] | None = None
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeat):
-            for jobs in (1, 2):
-                out = Path(tmp) / f"{jobs}-{r}"
+            for i, (name, command) in enumerate(commands.items()):
+                out = Path(tmp) / f"{i}-{r}"
                 t = time.perf_counter()
                 subprocess.run(
-                    [str(EXE), "run", "--jobs", str(jobs), "--out", str(out)],
+                    [*command, "--out", str(out)],
                     check=True,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-                times[jobs].append(time.perf_counter() - t)
-                print(f"  run --jobs {jobs}: {times[jobs][-1]:6.2f} s", flush=True)
+                times[name].append(time.perf_counter() - t)
+                print(f"  {name}: {times[name][-1]:6.2f} s", flush=True)
+                if name.startswith("baseline"):
+                    continue
                 got = files(out)
                 if reference is None:
                     reference = got
@@ -143,14 +151,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-stages", action="store_true")
+    ap.add_argument(
+        "--baseline",
+        default=None,
+        help="another installation's impactstudy command (e.g. an earlier commit's), timed in "
+        "the same alternation; its outputs are not compared",
+    )
     args = ap.parse_args()
     py, blas = probe()
     print(f"machine probe: Python loop {py:.2f} s, NumPy 2000x2000 product (1 thread) {blas:.2f} s")
-    times = whole_runs(args.repeat)
+    times = whole_runs(args.repeat, args.baseline)
     print("\n| command | median, s | best, s |\n| --- | ---: | ---: |")
-    for jobs, ts in times.items():
-        print(f"| `impactstudy run --jobs {jobs}` | {statistics.median(ts):.1f} | {min(ts):.1f} |")
-    print("every run's outputs identical, byte for byte")
+    for name, ts in times.items():
+        print(f"| {name} | {statistics.median(ts):.1f} | {min(ts):.1f} |")
+    print("every run's outputs (but the baseline's) identical, byte for byte")
     if not args.no_stages:
         print("\n| stage (one process) | seconds |\n| --- | ---: |")
         total = 0.0
