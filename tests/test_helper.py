@@ -161,3 +161,25 @@ def test_run_with_and_without_a_helper_writes_the_same_bytes(tmp_path: Path) -> 
 def test_run_refuses_jobs_below_one(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["run", str(MINIMAL), "--jobs", "0", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "--jobs" in res.output
+
+
+def test_shutdown_waits_for_what_was_submitted() -> None:
+    h = Helper(MINIMAL)
+    naps = [h.submit(_nap, 0.2) for _ in range(3)]
+    h.shutdown(wait=True)
+    assert [n.result(timeout=0) for n in naps] == [0.2, 0.2, 0.2]
+
+
+def test_leaving_on_an_error_stops_the_process_at_once() -> None:
+    """A piece at work is cut short (the process is stopped), one not started is dropped."""
+    with pytest.raises(KeyError), Helper(MINIMAL) as h:
+        long = h.submit(_nap, 60.0)
+        waiting = h.submit(_nap, 60.0)
+        while not long.running():
+            time.sleep(0.05)
+        started = time.perf_counter()
+        raise KeyError("the caller failed")
+    with pytest.raises(HelperError, match="stopped unexpectedly"):
+        long.result(timeout=20)
+    assert time.perf_counter() - started < 20
+    assert waiting.cancelled()

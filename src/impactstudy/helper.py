@@ -268,23 +268,23 @@ class Helper(Executor):
                 while self._pending:
                     self._pending.popleft().future.cancel()
             self._ready.notify_all()
-        if not wait:
+        if wait:
+            for t in self._threads:  # they hand out what is pending, then wait for it
+                t.join()
+        else:
             # Python 3.14 has ProcessPoolExecutor.terminate_workers(); before it, the processes
             processes = getattr(self._pool, "_processes", None) or {}
             for proc in list(processes.values()):
                 proc.terminate()
         self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
-        if wait:
-            for t in self._threads:
-                t.join()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             with self._ready:
                 self._closed = True
                 self._ready.notify_all()
-            for t in self._threads:  # every piece handed out is done
+            for t in self._threads:  # every piece submitted is done
                 t.join()
-        # nothing is left to do: a process freeing a population's memory on its way out takes
-        # a second, the kernel frees it at once
+        # then nothing is left to do: a process freeing a population's memory on its way out
+        # takes a second, the kernel frees it at once
         self.shutdown(wait=False, cancel_futures=True)
