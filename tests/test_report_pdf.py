@@ -290,3 +290,24 @@ def test_missing_font_is_a_clear_error() -> None:
         cjk_font_file("No Such Font CJK")
     assert cjk_font_file().is_file()
     assert cjk_font_file(CJK_FAMILY).name.startswith("NotoSansCJK")
+
+
+def test_charts_are_drawn(pdf: Rendered, context_zh: dict[str, Any]) -> None:
+    """Every chart's caption is printed under a drawing: the pages with a chart caption show
+    the charts' bar colours (charts are vector drawings, their labels outlines)."""
+    notes = {context_zh["t"][k]["zh"] for k in ("waterfall_note", "survey_chart_note")}
+    pages = _run("pdftotext", "-enc", "UTF-8", str(pdf.result.path), "-").split("\f")
+    with_chart = [i + 1 for i, page in enumerate(pages) if any(n in _squash(page) for n in notes)]
+    assert len(with_chart) >= 4, with_chart
+    # impactstudy.report.charts.BLUE, as drawn (waterfall) and at alpha 0.8 on white (bars); a
+    # page with a section heading alone (its rule is the same blue) has 0.2% of such pixels
+    blues = np.array([[0x2B, 0x6C, 0xB0], [85, 137, 192]])
+    for n in with_chart[:4]:
+        png = subprocess.run(
+            ["pdftoppm", "-png", "-r", "40", "-f", str(n), "-l", str(n), str(pdf.result.path)],
+            capture_output=True,
+            check=True,
+        ).stdout
+        rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+        near = (np.abs(rgb[:, :, None, :] - blues).sum(axis=3) < 40).any(axis=2)
+        assert near.mean() > 0.01, (n, near.mean())
