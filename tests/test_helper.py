@@ -9,6 +9,7 @@ import pickle
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -109,8 +110,19 @@ def test_simulating_with_a_helper_gives_the_same_study(
 ) -> None:
     """The bundled study simulated with one helper process equals the one simulated alone:
     every population, the truth, the sample and every response."""
-    with Helper(wechat_study.path) as h:
+    handed: list[Future[object]] = []
+
+    class Counting(Helper):
+        def submit_study(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+            handed.append(future := super().submit_study(fn, *args, **kwargs))
+            return future
+
+    with Counting(wechat_study.path) as h:
         shared = simulate(wechat_study, wechat_simulation.seed, helper=h)
+    # both processes built populations: the helper the users' at least, this one the rest
+    built_there = [f for f in handed if not f.cancelled()]
+    assert len(handed) == len(wechat_study.groups)
+    assert 1 <= len(built_there) < len(handed)
     for g, pop in wechat_simulation.populations.items():
         assert shared.populations[g].frame.equals(pop.frame), g
     assert shared.truth.equals(wechat_simulation.truth)

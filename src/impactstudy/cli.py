@@ -6,6 +6,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -287,6 +288,8 @@ def run(study: str | None, seed: int | None, out: str, lang: str | None, jobs: i
     Example:
       impactstudy run --out out/
     """
+    from threadpoolctl import threadpool_limits
+
     from impactstudy.helper import ONE_THREAD, Helper, default_jobs
     from impactstudy.study import load
 
@@ -298,24 +301,14 @@ def run(study: str | None, seed: int | None, out: str, lang: str | None, jobs: i
         os.environ.setdefault(key, value)
     path = _study_path(study)
     processes = (jobs or default_jobs()) - 1
-    if processes == 0:
-        _run_loaded(load(path), seed, out, lang, None)
-        return
-    if not path.is_dir():  # the same message as without helpers
+    if not path.is_dir():  # the study's own message, before any process is started
         load(path)
-    with Helper(path, processes) as helper:  # it loads the study while we do
-        s = load(path)
-        helper.check(s)
-        _run_loaded(s, seed, out, lang, helper)
-
-
-def _run_loaded(
-    s: Study, seed: int | None, out: str, lang: str | None, helper: Helper | None
-) -> None:
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):  # NumPy loaded already in this process
-        _run(s, seed, out, lang, helper)
+    with Helper(path, processes) if processes else nullcontext(None) as helper:
+        s = load(path)  # while the helper loads its own copy
+        if helper is not None:
+            helper.check(s)
+        with threadpool_limits(limits=1, user_api="blas"):  # NumPy is loaded by now
+            _run(s, seed, out, lang, helper)
 
 
 def _run(s: Study, seed: int | None, out: str, lang: str | None, helper: Helper | None) -> None:
